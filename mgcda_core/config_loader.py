@@ -1,0 +1,213 @@
+"""Typed YAML configuration: load a YAML file (with ``extends:`` inheritance and ``--set key=value``
+overrides) into nested dataclasses, refusing anything unexpected before any work starts.
+
+Rules, generic to every dataclass config in the package:
+- ``extends: other.yaml`` (path relative to the file that names it) loads ``other.yaml`` first and deep-merges this
+  file over it: mappings merge key by key, any other value (lists included) replaces the parent's.
+- An override ``a.b.c=value`` sets one key after all files are merged; ``value`` is parsed as a YAML scalar or
+  flow collection (``3`` is an int, ``1e-4`` a float, ``true`` a bool, ``null`` None, ``[1, 2]`` a list).
+- Unknown keys, wrong types and missing required keys raise :class:`ConfigError` naming the dotted key path,
+  the expected type and the value given. Values are never coerced, except int -> float and list -> tuple.
+- A dataclass may check values in ``__post_init__`` by raising ``ValueError``; the message is re-raised as a
+  ``ConfigError`` prefixed with the dataclass's key path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+EXTENDS_KEY = "extends"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key path and what was expected."""
+
+
+def load_config(cls: type[T], path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> T:
+    """Load ``path`` (following ``extends:``), apply ``key=value`` overrides and build a ``cls`` instance."""
+    raw = load_yaml_tree(Path(path))
+    for override in overrides:
+        apply_override(raw, override)
+    return from_dict(cls, raw)
+
+
+def load_yaml_tree(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read one YAML mapping and, recursively, the files it ``extends``; return the merged mapping."""
+    resolved = path.resolve()
+    if resolved in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, resolved))
+        raise ConfigError(f"circular 'extends' chain: {chain}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    parent_name = data.pop(EXTENDS_KEY, None)
+    if parent_name is None:
+        return data
+    if not isinstance(parent_name, str):
+        raise ConfigError(f"{path}: '{EXTENDS_KEY}' must be a file path string, got {parent_name!r}")
+    parent = load_yaml_tree(path.parent / parent_name, (*_seen, resolved))
+    return deep_merge(parent, data)
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``: nested mappings merge, every other value replaces. Inputs are not modified."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply one ``dotted.key=value`` override to ``raw`` in place (value parsed as YAML)."""
+    key, sep, text = override.partition("=")
+    key = key.strip()
+    parts = key.split(".")
+    if not sep or not key or any(not part for part in parts):
+        raise ConfigError(f"bad override {override!r}: expected KEY=VALUE with a dotted key, e.g. optim.lr=1e-4")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"bad override {override!r}: value is not a YAML scalar or list: {error}") from None
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            prefix = ".".join(parts[: depth + 1])
+            raise ConfigError(f"bad override {override!r}: {prefix} is a value ({child!r}), not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def to_dict(config: Any) -> Any:
+    """A dataclass config as plain YAML/JSON-able values (tuples become lists, paths strings)."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, (list, tuple)):
+        return [to_dict(v) for v in config]
+    if isinstance(config, Path):
+        return str(config)
+    return config
+
+
+def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, checking every key and type (see module docstring)."""
+    where = prefix or "config"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of {cls.__name__} keys, got {_describe(data)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [key for key in data if key not in fields]
+    if unknown:
+        path = _join(prefix, str(unknown[0]))
+        raise ConfigError(f"unknown key '{path}'; {where} accepts: {', '.join(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, field in fields.items():
+        path = _join(prefix, name)
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], path)
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required key '{path}' ({_type_name(hints[name])})")
+    try:
+        return cls(**kwargs)
+    except ValueError as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def _convert(hint: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, path)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _convert(option, value, path)
+            except ConfigError as error:
+                errors.append(error)
+        if len(errors) == 1:
+            raise errors[0]
+        raise _type_error(path, hint, value)
+    if origin is typing.Literal:
+        if not any(value == a and type(value) is type(a) for a in args):
+            choices = ", ".join(repr(a) for a in args)
+            raise ConfigError(f"'{path}': expected one of {choices}, got {_describe(value)}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise _type_error(path, hint, value)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"'{path}': expected {len(args)} values ({_type_name(hint)}), got {_describe(value)}")
+            items = [_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value))]
+        else:
+            item_hint = args[0] if args else Any
+            items = [_convert(item_hint, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _type_error(path, hint, value)
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _type_error(path, hint, value)
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _type_error(path, hint, value)
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise _type_error(path, hint, value)
+        return value
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            raise _type_error(path, hint, value)
+        return Path(value)
+    raise TypeError(f"config_loader does not support the annotation {hint!r} of '{path}'")
+
+
+def _type_error(path: str, hint: Any, value: Any) -> ConfigError:
+    return ConfigError(f"'{path}': expected {_type_name(hint)}, got {_describe(value)}")
+
+
+def _type_name(hint: Any) -> str:
+    if hint is Path:
+        return "a path string"
+    if isinstance(hint, type) and not typing.get_args(hint):
+        return hint.__name__
+    return str(hint).replace("typing.", "").replace("pathlib.", "")
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name

@@ -1,0 +1,44 @@
+"""``python -m mgcda_core.train --config config/train.yaml [--set key=value ...] [--resume]``
+
+Trains the Synboost dissimilarity network with MGCDA (MDAT + CACL). Single process (CPU or one GPU), or one
+process per GPU under ``torchrun --nproc_per_node=N -m mgcda_core.train ...``. See docs/TRAINING.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mgcda_core.config_loader import ConfigError
+from mgcda_core.data.layout import LayoutError
+from mgcda_core.training.checkpoint import CheckpointError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mgcda_core.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="config/train.yaml", help="YAML config (presets: config/presets/*.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key, value parsed as YAML (repeatable), e.g. --set optim.lr=2e-4")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from <checkpoint.out_dir>/checkpoints/latest.pt at its step")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    # Imported here so that --help answers without loading torch.
+    from mgcda_core.training.config import load_train_config
+    from mgcda_core.training.trainer import train
+
+    try:
+        config = load_train_config(args.config, args.overrides)
+        summary = train(config, resume=args.resume, show_progress=not args.no_progress)
+    except (ConfigError, LayoutError, CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    losses = ", ".join(f"{k}={v:.4g}" for k, v in summary.losses.items())
+    print(f"trained to step {summary.step}/{summary.total_steps}; last losses: {losses}; checkpoint: {summary.checkpoint}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

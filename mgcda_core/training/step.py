@@ -1,0 +1,231 @@
+"""One MGCDA update (MGCDA section 3): the modules, optimisers and the alternating step, without any data loading.
+
+L_total = L_CE + λ_f·L_MDA^Df + λ_o·L_MDA^Do + λ_c·L_CAC. Per step:
+(a) network step: the dissimilarity network (and the CACL projector) minimise L_total, the adversarial terms
+    using the crossed labels of eq. 2 through the *frozen* domain classifiers;
+(b) classifier step: D_f and D_o minimise their uncrossed least-squares loss on *detached* inputs.
+τ follows eq. 1 per step. Both parameter groups use Adam with polynomial decay over all iterations. Under
+DDP the network is wrapped in DistributedDataParallel; the projector's and classifiers' gradients are
+all-reduced by hand (they sit outside the wrapped network so that inference has exactly the baseline's
+parameters). Mixed precision (autocast fp16 + one GradScaler for both optimisers) on CUDA only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from mgcda_core.losses.cacl import DOMAIN_NAMES, contrastive_loss, sample_pixels
+from mgcda_core.losses.mdat import classifier_accuracy, classifier_loss, generator_adversarial_loss, tau_at
+from mgcda_core.losses.segmentation import weighted_cross_entropy
+from mgcda_core.model.dissimilarity import DissimNetPrior
+from mgcda_core.model.domain_classifiers import FeatureDomainClassifier, OutputDomainClassifier, set_requires_grad
+from mgcda_core.model.projector import ContrastProjector
+from mgcda_core.training.config import TrainConfig
+from mgcda_core.training.distributed import DistContext, all_reduce_gradients, all_reduce_mean
+
+INPUT_KEYS = ("image", "synthesis", "semantic", "prior")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite; the message names the step, every term and the batch's files."""
+
+
+@dataclass
+class StepResult:
+    """Scalars of one step: loss terms (unweighted, averaged over ranks; ``total`` has the λs), τ, accuracies,
+    learning rates, CACL counts."""
+
+    losses: dict[str, float]
+    scalars: dict[str, float] = field(default_factory=dict)
+
+
+def build_model(config: TrainConfig) -> DissimNetPrior:
+    m = config.model
+    return DissimNetPrior(encoder=m.encoder, width=m.width, pretrained=m.pretrained,
+                          use_prior=m.use_prior, use_correlation=m.use_correlation)
+
+
+def use_amp(config: TrainConfig, device: torch.device) -> bool:
+    """Mixed precision is CUDA only: ``on`` without CUDA is refused, ``auto`` follows the device."""
+    if config.train.amp == "on" and device.type != "cuda":
+        raise ValueError(f"train.amp is 'on' but the device is {device}; mixed precision runs on CUDA only "
+                         "(use 'auto' or 'off')")
+    return config.train.amp != "off" and device.type == "cuda"
+
+
+def _poly(optimizer: torch.optim.Optimizer, total_steps: int, power: float) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=total_steps, power=power)
+
+
+class TrainStep:
+    """Modules, optimisers, schedulers and scaler of a run, and ``__call__(batch, step)`` for one update."""
+
+    def __init__(self, config: TrainConfig, context: DistContext, total_steps: int, class_weights: Tensor | None) -> None:
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        self.config = config
+        self.context = context
+        self.total_steps = total_steps
+        device = context.device
+        self.amp = use_amp(config, device)
+        self.class_weights = None if class_weights is None else class_weights.to(device=device, dtype=torch.float32)
+
+        self.model = build_model(config).to(device)
+        self.feature_classifier = (FeatureDomainClassifier(self.model.fused_channels[-1]).to(device)
+                                   if config.mdat.fda else None)
+        self.output_classifier = (OutputDomainClassifier(1, config.mdat.do_base_channels).to(device)
+                                  if config.mdat.oda else None)
+        self.projector = (ContrastProjector(self.model.decoder_channels, config.cacl.embed_dim).to(device)
+                          if config.cacl.enabled else None)
+        self.classifiers = nn.ModuleList([c for c in (self.feature_classifier, self.output_classifier) if c is not None])
+        if context.distributed:
+            # Ranks build identical modules from the same seed; broadcasting makes that a guarantee.
+            for module in (self.classifiers, self.projector):
+                if module is not None:
+                    for tensor in module.state_dict().values():
+                        torch.distributed.broadcast(tensor, src=0)
+            ids = [device.index] if device.type == "cuda" else None
+            self.network: nn.Module = DistributedDataParallel(self.model, device_ids=ids)
+        else:
+            self.network = self.model
+
+        o = config.optim
+        network_params = list(self.model.parameters()) + (list(self.projector.parameters()) if self.projector else [])
+        self.optimizer = torch.optim.Adam(network_params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        self.scheduler = _poly(self.optimizer, total_steps, o.poly_power)
+        self.classifier_optimizer = (torch.optim.Adam(self.classifiers.parameters(), lr=o.classifier_lr,
+                                                      betas=o.classifier_betas) if len(self.classifiers) else None)
+        self.classifier_scheduler = (_poly(self.classifier_optimizer, total_steps, o.poly_power)
+                                     if self.classifier_optimizer else None)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+
+    # -- one update -------------------------------------------------------------------------------------------
+    def tau(self, step: int) -> float:
+        """τ of eq. 1 at iteration ``step`` (0-based), or τ_b without dynamic label smoothing."""
+        m = self.config.mdat
+        return tau_at(step, self.total_steps, m.tau_b, dynamic=m.label_smoothing)
+
+    def __call__(self, batch: dict[str, Any], step: int) -> StepResult:
+        config, device = self.config, self.context.device
+        inputs = [batch[k].to(device, non_blocking=True) for k in INPUT_KEYS]
+        label = batch["label"].to(device, non_blocking=True)
+        domain = torch.as_tensor(batch["domain"], device=device)
+        is_v, is_a = domain == 0, domain == 1
+        tau = self.tau(step) if self.classifiers else None
+        lam = config.loss
+        terms: dict[str, Tensor] = {}
+        classifier_terms: dict[str, Tensor] = {}
+        scalars: dict[str, float] = {}
+
+        set_requires_grad(self.classifiers, False)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=self.amp):
+            out = self.network(*inputs)
+            logits = out.logits.float()
+            terms["ce"] = weighted_cross_entropy(logits, label, self.class_weights)
+            anomaly = F.softmax(logits, dim=1)[:, 1:2]
+            if self.feature_classifier is not None:
+                pred = self.feature_classifier(out.fused_deepest).float()
+                terms["mda_f"] = generator_adversarial_loss(pred[is_v], pred[is_a], tau)
+            if self.output_classifier is not None:
+                pred = self.output_classifier(anomaly).float()
+                terms["mda_o"] = generator_adversarial_loss(pred[is_v], pred[is_a], tau)
+            if self.projector is not None:
+                sample = sample_pixels(label, logits.detach().argmax(1), domain, mode=config.cacl.mode,
+                                       n_anchor=config.cacl.n_anchor, generator=self._cacl_generator(step))
+                embeddings = self.projector(out.decoder_features)
+                terms["cac"] = contrastive_loss(embeddings, sample, config.cacl.temperature)
+                scalars.update({f"cacl/{k}": float(v) for k, v in sample.counts.items()
+                                if k.split("/")[1] in ("anchors", "positives", "negatives")})
+            # (b)'s forward already here: the classifiers see detached inputs, so their graph is separate.
+            set_requires_grad(self.classifiers, True)
+            if self.feature_classifier is not None:
+                pred = self.feature_classifier(out.fused_deepest.detach()).float()
+                classifier_terms["cls_f"] = classifier_loss(pred[is_v], pred[is_a], tau)
+                scalars["mdat/acc_f_v"], scalars["mdat/acc_f_a"] = classifier_accuracy(pred[is_v], pred[is_a])
+            if self.output_classifier is not None:
+                pred = self.output_classifier(anomaly.detach()).float()
+                classifier_terms["cls_o"] = classifier_loss(pred[is_v], pred[is_a], tau)
+                scalars["mdat/acc_o_v"], scalars["mdat/acc_o_a"] = classifier_accuracy(pred[is_v], pred[is_a])
+        weights = {"ce": 1.0, "mda_f": lam.lambda_f, "mda_o": lam.lambda_o, "cac": lam.lambda_c}
+        total = sum(weights[name] * value for name, value in terms.items())
+        losses = self._checked_losses({"total": total, **terms, **classifier_terms}, step, batch)
+
+        # (a) network (+ projector) step.
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.projector is not None:
+            all_reduce_gradients(self.projector.parameters(), self.context)
+        self.scaler.step(self.optimizer)
+        # (b) classifier step.
+        if self.classifier_optimizer is not None:
+            self.classifier_optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(sum(classifier_terms.values())).backward()
+            all_reduce_gradients(self.classifiers.parameters(), self.context)
+            self.scaler.step(self.classifier_optimizer)
+        self.scaler.update()
+
+        scalars["lr/network"] = self.optimizer.param_groups[0]["lr"]
+        if self.classifier_optimizer is not None:
+            scalars["lr/classifiers"] = self.classifier_optimizer.param_groups[0]["lr"]
+            scalars["mdat/tau"] = tau
+        self.scheduler.step()
+        if self.classifier_scheduler is not None:
+            self.classifier_scheduler.step()
+        return StepResult(losses=losses, scalars=scalars)
+
+    def _cacl_generator(self, step: int) -> torch.Generator:
+        # A pure function of (seed, step, rank): resuming needs no generator state.
+        seed = int(np.random.SeedSequence((self.config.train.seed, step, self.context.rank)).generate_state(1)[0])
+        return torch.Generator(device=self.context.device).manual_seed(seed)
+
+    def _checked_losses(self, terms: dict[str, Tensor], step: int, batch: dict[str, Any]) -> dict[str, float]:
+        """Loss values averaged over ranks (one sync); any non-finite value stops every rank with the details."""
+        local = torch.stack([t.detach().float() for t in terms.values()])
+        averaged = all_reduce_mean(local.clone(), self.context)
+        if not bool(torch.isfinite(averaged).all()):
+            values = ", ".join(f"{name}={value:.6g}" for name, value in zip(terms, local.tolist()))
+            raise NonFiniteLossError(
+                f"non-finite loss at step {step} (rank {self.context.rank}): {values}; "
+                f"batch files: {', '.join(_batch_files(batch))}")
+        return dict(zip(terms, averaged.tolist()))
+
+    # -- state ------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything but the network weights (those go into the checkpoint's ``model`` entry)."""
+        state: dict[str, Any] = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+        if len(self.classifiers):
+            state["classifiers"] = self.classifiers.state_dict()
+            state["classifier_optimizer"] = self.classifier_optimizer.state_dict()
+            state["classifier_scheduler"] = self.classifier_scheduler.state_dict()
+        if self.projector is not None:
+            state["projector"] = self.projector.state_dict()
+        return state
+
+    def load_state_dict(self, model_state: dict[str, Tensor], state: dict[str, Any]) -> None:
+        self.model.load_state_dict(model_state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if len(self.classifiers):
+            self.classifiers.load_state_dict(state["classifiers"])
+            self.classifier_optimizer.load_state_dict(state["classifier_optimizer"])
+            self.classifier_scheduler.load_state_dict(state["classifier_scheduler"])
+        if self.projector is not None:
+            self.projector.load_state_dict(state["projector"])
+
+
+def _batch_files(batch: dict[str, Any]) -> list[str]:
+    names = batch.get("name", [])
+    domains = batch.get("domain", [None] * len(names))
+    return [f"{DOMAIN_NAMES[int(d)]}:{n}" if d is not None else str(n) for n, d in zip(names, domains)]

@@ -1,0 +1,188 @@
+"""The training loop: data, the MGCDA step, progress bar, TensorBoard scalars, checkpoints and resume.
+
+Order of work: the config has been checked (keys, types, data folders) by the loader; the layouts are listed and
+checked here before any network is built; only then does training start. A resumed run continues at the saved
+step with the saved optimiser/scheduler/scaler/RNG states, and since data order and CACL draws are functions of
+(seed, epoch, step), it reproduces an uninterrupted run exactly on CPU.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from mgcda_core.config_loader import to_dict
+from mgcda_core.data.layout import DomainBatchSampler, LayoutDataset, MultiDomainDataset, label_pixel_counts
+from mgcda_core.losses.segmentation import enet_class_weights
+from mgcda_core.training import checkpoint as ckpt
+from mgcda_core.training.config import TrainConfig
+from mgcda_core.training.distributed import DistContext, barrier, broadcast_object, init_distributed, shutdown
+from mgcda_core.training.logging import ScalarLogger
+from mgcda_core.training.step import TrainStep
+
+# Config keys that may change between a run and its resumption (they do not affect the parameters).
+RESUMABLE_CHANGES = ("train.stop_at_step", "train.log_every", "data.num_workers", "checkpoint.every",
+                     "checkpoint.keep_numbered", "train.device")
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    step: int  # completed updates
+    total_steps: int
+    losses: dict[str, float]  # of the last step
+    checkpoint: str
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}.{key}" if prefix else key
+        flat.update(_flatten(value, path) if isinstance(value, dict) else {path: value})
+    return flat
+
+
+def check_resume_config(saved: dict[str, Any], current: dict[str, Any], path: str) -> None:
+    """Refuse to resume with a config that changes the training itself (lists the differing keys)."""
+    old, new = _flatten(saved), _flatten(current)
+    differing = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    if differing:
+        details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differing)
+        raise ValueError(f"cannot resume from {path}: the config differs in {details} "
+                         f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
+
+
+class Trainer:
+    """Builds everything for ``config`` on this process (rank) and runs :meth:`fit`."""
+
+    def __init__(self, config: TrainConfig, context: DistContext | None = None, resume: bool = False,
+                 show_progress: bool = True) -> None:
+        self.config = config
+        self.context = context or init_distributed(config.train.device)
+        self.show_progress = show_progress and self.context.is_main
+        self.out_dir = config.checkpoint.out_dir
+        data = config.data
+        # Layout checks first: a broken dataset fails before any network is built.
+        self.domains = [LayoutDataset(root, data.input_size, domain=d) for root, d in zip(data.domain_roots, data.domain_ids)]
+        self.dataset = MultiDomainDataset(self.domains)
+        per_domain = config.train.batch_size // len(self.domains)
+        self.sampler = DomainBatchSampler([len(d) for d in self.domains], per_domain, config.train.seed, data.hflip,
+                                          rank=self.context.rank, world_size=self.context.world_size)
+        self.total_steps = config.train.epochs * self.sampler.steps_per_epoch
+
+        payload = ckpt.load_training_checkpoint(ckpt.latest_path(self.out_dir)) if resume else None
+        if payload is not None:
+            check_resume_config(payload[ckpt.CONFIG_KEY], to_dict(config), str(ckpt.latest_path(self.out_dir)))
+            state = payload[ckpt.TRAINING_KEY]
+            if state["world_size"] != self.context.world_size:
+                raise ValueError(f"cannot resume: the checkpoint was written by {state['world_size']} process(es), "
+                                 f"this run has {self.context.world_size} (the data order depends on it)")
+            class_weights = state["class_weights"]
+        else:
+            class_weights = self._class_weights()
+
+        seed_everything(config.train.seed)
+        self.step_fn = TrainStep(config, self.context, self.total_steps, class_weights)
+        self.class_weights = class_weights
+        self.step = 0
+        if payload is not None:
+            state = payload[ckpt.TRAINING_KEY]
+            self.step_fn.load_state_dict(payload["model"], state)
+            self.step = int(state["step"])
+            # Training draws no global random numbers (data order and CACL draws are seeded per epoch/step);
+            # the global states are restored for code that might (e.g. a user's encoder with dropout).
+            ckpt.restore_rng_state(state["rng"])
+
+    def _class_weights(self) -> torch.Tensor | None:
+        mode = self.config.loss.class_weights_mode
+        if mode == "none":
+            return None
+        if mode == "given":
+            return torch.tensor(self.config.loss.class_weights, dtype=torch.float32)
+        counts = None
+        if self.context.is_main:  # one rank reads the label folders, the others receive the result
+            counts = label_pixel_counts(self.config.data.domain_roots, show_progress=self.show_progress)
+        counts = broadcast_object(counts, self.context)
+        return enet_class_weights(torch.as_tensor(counts, dtype=torch.float64)).float()
+
+    def _loader(self) -> DataLoader:
+        workers = self.config.data.num_workers
+        return DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
+                          pin_memory=self.context.device.type == "cuda", persistent_workers=False)
+
+    def save(self) -> str:
+        """Write latest.pt (and step_<N>.pt when configured) on rank 0; all ranks wait for it."""
+        path = ckpt.latest_path(self.out_dir)
+        if self.context.is_main:
+            epoch = self.step // self.sampler.steps_per_epoch  # the epoch the next step belongs to
+            state = {
+                **self.step_fn.state_dict(),
+                "step": self.step,
+                "epoch": epoch,
+                "tau": self.step_fn.tau(self.step) if len(self.step_fn.classifiers) else None,
+                "total_steps": self.total_steps,
+                "world_size": self.context.world_size,
+                "class_weights": self.class_weights,
+                "rng": ckpt.capture_rng_state(),
+                # Data order is a pure function of these (see mgcda_core.data.layout); no sampler state needed.
+                "data_order": {"seed": self.config.train.seed, "epoch": epoch,
+                               "step_in_epoch": self.step - epoch * self.sampler.steps_per_epoch},
+            }
+            config = to_dict(self.config)
+            ckpt.save_training_checkpoint(path, self.step_fn.model, state, config)
+            if self.config.checkpoint.keep_numbered:
+                ckpt.save_training_checkpoint(ckpt.numbered_path(self.out_dir, self.step), self.step_fn.model, state, config)
+        barrier(self.context)
+        return str(path)
+
+    def fit(self) -> TrainSummary:
+        cfg = self.config.train
+        end = min(self.total_steps, cfg.stop_at_step or self.total_steps)
+        logger = ScalarLogger(self.out_dir, enabled=self.context.is_main, start_step=self.step)
+        progress = tqdm(total=end, initial=self.step, desc="train", unit="step", disable=not self.show_progress,
+                        dynamic_ncols=True)
+        spe = self.sampler.steps_per_epoch
+        losses: dict[str, float] = {}
+        path = str(ckpt.latest_path(self.out_dir))
+        try:
+            for epoch in range(self.step // spe, self.config.train.epochs):
+                if self.step >= end:
+                    break
+                self.sampler.set_epoch(epoch, start_step=self.step - epoch * spe)
+                for batch in self._loader():
+                    result = self.step_fn(batch, self.step)
+                    losses = result.losses
+                    if self.step % cfg.log_every == 0 or self.step + 1 == end:
+                        logger.log(self.step, {**{f"loss/{k}": v for k, v in losses.items()}, **result.scalars})
+                    self.step += 1
+                    progress.update(1)
+                    progress.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
+                    at_end = self.step >= end
+                    if at_end or self.step % self.config.checkpoint.every == 0:
+                        path = self.save()
+                    if at_end:
+                        break
+        finally:
+            progress.close()
+            logger.close()
+        return TrainSummary(step=self.step, total_steps=self.total_steps, losses=losses, checkpoint=path)
+
+
+def train(config: TrainConfig, resume: bool = False, show_progress: bool = True) -> TrainSummary:
+    """Run (or resume) training for ``config`` in this process, joining torchrun's process group if launched by it."""
+    context = init_distributed(config.train.device)
+    try:
+        return Trainer(config, context, resume=resume, show_progress=show_progress).fit()
+    finally:
+        shutdown(context)
