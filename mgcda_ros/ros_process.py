@@ -1,0 +1,157 @@
+"""Run ``anomaly_node`` in its own process and talk to it from another (tests and the overhead benchmark).
+
+Every ROS process started here gets ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and an explicit
+``ROS_DOMAIN_ID`` (SPEC §9: DDS traffic stays on loopback). Waiting is always on a condition (discovery,
+a message) with a deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import rclpy
+import yaml
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+LOCALHOST = "LOCALHOST"
+NODE_COMMAND = (sys.executable, "-m", "mgcda_ros.node")
+
+
+def ros_env(domain_id: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for a ROS subprocess: loopback-only discovery in ``domain_id``."""
+    env = dict(os.environ if base is None else base)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = LOCALHOST
+    env["ROS_DOMAIN_ID"] = str(domain_id)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns something truthy; TimeoutError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(poll)
+
+
+class NodeProcess:
+    """``anomaly_node`` in a subprocess with parameters from a YAML file written beside its log."""
+
+    def __init__(self, params: Mapping[str, Any], domain_id: int, workdir: Path,
+                 command: tuple[str, ...] = NODE_COMMAND, ros_args: tuple[str, ...] = ()) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.params_file = workdir / "anomaly_params.yaml"
+        self.params_file.write_text(yaml.safe_dump({"anomaly_node": {"ros__parameters": dict(params)}}))
+        self.log_path = workdir / "anomaly_node.log"
+        self._log = open(self.log_path, "wb")  # a file, not a pipe: a full pipe would block the node
+        self.process = subprocess.Popen([*command, "--ros-args", "--params-file", str(self.params_file), *ros_args],
+                                        env=ros_env(domain_id), stdout=self._log, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def wait_exit(self, timeout: float) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGINT (clean shutdown), then SIGKILL if it does not exit in time; returns the exit status."""
+        if self.alive():
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+class Inbox:
+    """Messages received on one subscription, in arrival order, with their receive time (monotonic s)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[float, Any]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, msg: Any) -> None:
+        with self._lock:
+            self.items.append((time.monotonic(), msg))
+
+    def messages(self) -> list[Any]:
+        with self._lock:
+            return [msg for _, msg in self.items]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.items.clear()
+
+
+class Peer:
+    """An rclpy node in this process, in its own context and domain, spun by a background thread."""
+
+    def __init__(self, name: str, domain_id: int) -> None:
+        if os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") != LOCALHOST:
+            raise RuntimeError("set ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST before starting ROS in this process "
+                               "(DDS discovery must stay on loopback)")
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node(name, context=self.context)
+        self._executor = SingleThreadedExecutor(context=self.context)
+        self._executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while self.context.ok():
+            try:
+                self._executor.spin_once(timeout_sec=0.05)
+            except Exception:  # context shut down between ok() and spin_once
+                if self.context.ok():
+                    raise
+
+    def subscribe(self, msg_type: Any, topic: str, depth: int = 100, reliable: bool = True) -> Inbox:
+        inbox = Inbox()
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                         reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
+        self.node.create_subscription(msg_type, topic, inbox, qos)
+        return inbox
+
+    def publisher(self, msg_type: Any, topic: str, depth: int = 1000, reliable: bool = True) -> Any:
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                         reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
+        return self.node.create_publisher(msg_type, topic, qos)
+
+    def close(self) -> None:
+        self._executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        if self.context.ok():
+            rclpy.shutdown(context=self.context)
+        self._thread.join(timeout=2.0)
+
+
+def diagnostics_values(messages: list[Any], node_name: str = "anomaly_node") -> dict[str, str] | None:
+    """Key/values of the newest /diagnostics status published by ``node_name`` (None if none yet)."""
+    for array in reversed(messages):
+        for status in array.status:
+            if node_name in status.name:
+                return {kv.key: kv.value for kv in status.values}
+    return None
