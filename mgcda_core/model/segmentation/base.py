@@ -1,0 +1,85 @@
+"""The segmentation plug-in interface and strict weight loading shared by every plug-in."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mgcda_core.constants import IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES
+
+
+class SegmentationNet(nn.Module):
+    """Base class of segmentation plug-ins.
+
+    ``forward(x)`` takes B x 3 x H x W RGB in [0, 1] and returns B x 19 x H x W Cityscapes train-id logits at the
+    input size. Subclasses implement ``logits_normalised`` on ImageNet-normalised input; this class does the
+    normalisation and, when ``working_size`` is set, resizes the input to it and the logits back (bilinear).
+    """
+
+    num_classes: int = NUM_CLASSES
+
+    def __init__(self, working_size: tuple[int, int] | None = None) -> None:
+        super().__init__()
+        self.working_size = working_size
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def logits_normalised(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        x = (x - self.mean) / self.std
+        if self.working_size is not None:
+            x = nn.functional.interpolate(x, size=self.working_size, mode="bilinear", align_corners=False)
+        logits = self.logits_normalised(x)
+        if logits.shape[-2:] != size:
+            logits = nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return logits
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Load a plain state dict (or a ``{"model"|"state_dict": ...}`` wrapper) with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"segmentation weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt/unsafe files
+        raise ValueError(f"{path}: not a readable PyTorch weights file ({error})") from error
+    if isinstance(state, Mapping):
+        for key in ("model", "state_dict"):
+            if key in state and isinstance(state[key], Mapping):
+                state = state[key]
+                break
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+    # DataParallel checkpoints prefix every key with "module."
+    if state and all(key.startswith("module.") for key in state):
+        state = {key[len("module."):]: value for key, value in state.items()}
+    return dict(state)
+
+
+def load_exact(module: nn.Module, state: Mapping[str, torch.Tensor], source: str, shown: int = 5) -> None:
+    """Load ``state`` into ``module`` requiring exactly the same keys and shapes.
+
+    Raises ValueError naming ``source`` and listing the first ``shown`` missing, unexpected and
+    shape-mismatched keys, so a wrong width or architecture is refused instead of partly loaded.
+    """
+    expected = module.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    mismatched = [f"{key} {tuple(state[key].shape)} vs {tuple(value.shape)}" for key, value in expected.items()
+                  if key in state and state[key].shape != value.shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        for name, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch (file vs model)", mismatched)):
+            if keys:
+                more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+                parts.append(f"{len(keys)} {name}: {', '.join(keys[:shown])}{more}")
+        raise ValueError(f"{source}: weights do not match {type(module).__name__}: " + "; ".join(parts))
+    module.load_state_dict(state, strict=True)

@@ -1,0 +1,48 @@
+"""Monotone calibration of a raw anomaly score to [0, 1] for the node's threshold (``Detector.__call__``).
+
+Scores already in [0, 1] (msp, entropy, dissimilarity, ensemble) are used as they are (clipped against
+rounding only). Unbounded scores go through a logistic σ((s - center) / scale), strictly increasing, so
+thresholds and rankings (AP, AUROC, FPR95) are unchanged by calibration: metrics use ``raw_score``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """``kind`` "identity" (score already in [0, 1]) or "logistic" with ``center`` (raw score mapped to 0.5)
+    and ``scale`` > 0 (raw-score units per logistic unit)."""
+
+    kind: str = "identity"
+    center: float = 0.0
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("identity", "logistic"):
+            raise ValueError(f"calibration kind must be 'identity' or 'logistic', got {self.kind!r}")
+        if not self.scale > 0:
+            raise ValueError(f"calibration scale must be > 0, got {self.scale}")
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        if self.kind == "identity":
+            return np.clip(raw, 0.0, 1.0).astype(np.float32)
+        z = (raw.astype(np.float64) - self.center) / self.scale
+        return (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)  # σ(z) without overflow
+
+
+# Defaults for the embedded ESPNetv2 (logits of Cityscapes-scale magnitude). For max_logit and energy the
+# center is placed near the raw score of uncertain in-distribution pixels; SML is already in standard
+# deviations, so 0.5 means "three standard deviations below the class's mean max logit".
+DEFAULT_CALIBRATION = {
+    "dissimilarity": Calibration("identity"),
+    "ensemble": Calibration("identity"),
+    "entropy": Calibration("identity"),
+    "msp": Calibration("identity"),
+    "max_logit": Calibration("logistic", center=-5.0, scale=1.0),
+    "energy": Calibration("logistic", center=-5.0, scale=1.0),
+    "sml": Calibration("logistic", center=3.0, scale=1.0),
+}
