@@ -1,0 +1,220 @@
+"""Build MGCDA's two training domains in Synboost's layout (SPEC §4):
+
+``python -m mgcda_core.prepare --cityscapes ROOT --coco ROOT --out DIR [--split train] [--size 256x512]
+[--batch-size N] [--seed S] [--limit N]``
+
+For each domain (``DIR/voidclass`` from Cityscapes void objects, ``DIR/anomalymix`` from pasted COCO objects) every
+frame is resized to the network size (nearest neighbour, as Synboost does for images and labels), run through
+``InferenceStages`` in batches, and written as ``original/ synthesis/ semantic/ labels/ entropy/ logit_distance/
+mae_features/`` PNGs with the same file name ``<frame name>.png``. Each file is written atomically; a frame whose
+seven files all exist is skipped, so an interrupted run resumes where it stopped. ``DIR/summary.json`` holds the
+counts and anomaly-pixel ratios per domain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from mgcda_core.constants import DEFAULT_INPUT_SIZE, IGNORE_INDEX
+from mgcda_core.data.anomalymix import AnomalyMix, AnomalyMixConfig
+from mgcda_core.data.cityscapes import CityscapesFrame, LabelledFrame
+from mgcda_core.data.layout import LABEL_FOLDER, LAYOUT_FOLDERS, PRIOR_FOLDERS, SEMANTIC_FOLDER
+from mgcda_core.data.voidclass import VoidClass, VoidClassConfig
+from mgcda_core.pipeline.stages import InferenceStages, StageOutputs
+from mgcda_core.utils.atomic import atomic_write_json
+from mgcda_core.utils.images import read_label, write_png
+
+DOMAINS = ("voidclass", "anomalymix")  # also the folder names under --out
+
+
+class DomainSource(Protocol):
+    frames: list[CityscapesFrame]
+
+    def __getitem__(self, index: int) -> LabelledFrame: ...
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    cityscapes: Path
+    coco: Path
+    out: Path
+    split: str = "train"
+    coco_split: str = "train2017"
+    size: tuple[int, int] = DEFAULT_INPUT_SIZE  # (height, width) of the written frames
+    batch_size: int = 4
+    seed: int = 0
+    limit: int | None = None                   # first N Cityscapes frames (by name) per domain
+    coco_min_size: int = 480                   # PEBAL; the procedural mini COCO needs less (procedural.json says)
+    void_anomaly_classes: tuple[str, ...] = ("dynamic",)
+    domains: tuple[str, ...] = DOMAINS
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1 when given, got {self.limit}")
+        if min(self.size) < 8:
+            raise ValueError(f"size must be at least 8x8, got {self.size[0]}x{self.size[1]}")
+        unknown = [domain for domain in self.domains if domain not in DOMAINS]
+        if unknown or not self.domains:
+            raise ValueError(f"domains {list(self.domains)}: expected a non-empty subset of {list(DOMAINS)}")
+
+
+@dataclass
+class DomainSummary:
+    root: str
+    frames: int = 0          # frames selected (after --limit)
+    written: int = 0         # frames computed in this run
+    skipped: int = 0         # frames already complete
+    anomaly_pixels: int = 0  # label 1, over all selected frames (written and skipped)
+    normal_pixels: int = 0   # label 0
+    ignore_pixels: int = 0   # label 255
+    anomaly_ratio: float = 0.0  # anomaly / (anomaly + normal): the share of valid pixels that are anomalous
+    frames_with_anomaly: int = 0
+
+
+def frame_files(domain_root: Path, name: str) -> list[Path]:
+    """The seven files of a frame in the layout."""
+    return [domain_root / folder / f"{name}.png" for folder in LAYOUT_FOLDERS]
+
+
+def frame_done(domain_root: Path, name: str) -> bool:
+    """A frame is finished when all seven files exist (each was written atomically, so none is partial)."""
+    return all(path.is_file() for path in frame_files(domain_root, name))
+
+
+def resize_nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an HxW or HxWx3 uint8 array to (height, width)."""
+    if array.shape[:2] == tuple(size):
+        return array
+    return np.asarray(Image.fromarray(array).resize((size[1], size[0]), Image.Resampling.NEAREST))
+
+
+def to_uint8(values: torch.Tensor) -> np.ndarray:
+    """[0, 1] floats → uint8 value * 255, rounded (read back as value / 255)."""
+    return (values.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def write_frame(domain_root: Path, name: str, image: np.ndarray, label: np.ndarray, outputs: StageOutputs,
+                index: int) -> None:
+    """Write the seven layout files of batch element ``index`` (each atomically)."""
+    semantic = outputs.semantic[index]
+    if int(semantic.max()) >= IGNORE_INDEX:
+        raise ValueError(f"{name}: semantic train ids up to {int(semantic.max())} do not fit the uint8 layout")
+    write_png(domain_root / "original" / f"{name}.png", image)
+    write_png(domain_root / "synthesis" / f"{name}.png", to_uint8(outputs.synthesis[index]).transpose(1, 2, 0))
+    write_png(domain_root / SEMANTIC_FOLDER / f"{name}.png", semantic.to(torch.uint8).cpu().numpy())
+    for channel, folder in enumerate(PRIOR_FOLDERS):
+        write_png(domain_root / folder / f"{name}.png", to_uint8(outputs.uncertainty[index, channel]))
+    write_png(domain_root / LABEL_FOLDER / f"{name}.png", label)
+
+
+def prepare_domain(source: DomainSource, domain_root: Path, stages: torch.nn.Module, config: PrepareConfig,
+                   desc: str) -> DomainSummary:
+    """Compute and write every unfinished frame of ``source`` (up to ``config.limit``), then summarise."""
+    frames = source.frames[: config.limit]
+    todo = [index for index, frame in enumerate(frames) if not frame_done(domain_root, frame.name)]
+    summary = DomainSummary(str(domain_root), frames=len(frames), skipped=len(frames) - len(todo))
+    device = torch.device(config.device)
+    with tqdm(total=len(frames), initial=summary.skipped, desc=desc, unit="frame", file=sys.stderr) as progress:
+        for start in range(0, len(todo), config.batch_size):
+            batch = [source[index] for index in todo[start:start + config.batch_size]]
+            images = [resize_nearest(frame.image, config.size) for frame in batch]
+            labels = [resize_nearest(frame.label, config.size) for frame in batch]
+            tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(device, torch.float32) / 255.0
+            with torch.inference_mode():
+                outputs = stages(tensor)
+            for index, frame in enumerate(batch):
+                write_frame(domain_root, frame.name, images[index], labels[index], outputs, index)
+            summary.written += len(batch)
+            progress.update(len(batch))
+    for frame in frames:  # statistics over the whole selection, resumed frames included
+        label = read_label(domain_root / LABEL_FOLDER / f"{frame.name}.png")
+        anomaly = int(np.count_nonzero(label == 1))
+        summary.anomaly_pixels += anomaly
+        summary.normal_pixels += int(np.count_nonzero(label == 0))
+        summary.ignore_pixels += int(np.count_nonzero(label == IGNORE_INDEX))
+        summary.frames_with_anomaly += int(anomaly > 0)
+    valid = summary.anomaly_pixels + summary.normal_pixels
+    summary.anomaly_ratio = summary.anomaly_pixels / valid if valid else 0.0
+    return summary
+
+
+def build_source(domain: str, config: PrepareConfig) -> DomainSource:
+    """The VoidClass or AnomalyMix frame source for ``config``."""
+    if domain == "voidclass":
+        return VoidClass(config.cityscapes, config.split, VoidClassConfig(config.void_anomaly_classes))
+    return AnomalyMix(config.cityscapes, config.coco, config.split, config.coco_split,
+                      AnomalyMixConfig(min_size=config.coco_min_size, seed=config.seed))
+
+
+def prepare(config: PrepareConfig, stages: torch.nn.Module | None = None) -> dict:
+    """Build every domain of ``config`` under ``config.out``; write and return the summary.
+
+    ``stages`` defaults to ``InferenceStages.default()`` (embedded/offline weights only), the module the
+    inference graph uses, so training inputs are computed exactly as deployment inputs.
+    """
+    sources = {domain: build_source(domain, config) for domain in config.domains}  # fail early on bad input
+    if stages is None:
+        stages = InferenceStages.default()
+    stages = stages.to(config.device).eval()
+    domains = {}
+    for domain, source in sources.items():
+        domains[domain] = asdict(prepare_domain(source, config.out / domain, stages, config, desc=domain))
+    settings = {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(config).items()}
+    result = {"config": settings, "perceptual_weights": getattr(stages, "perceptual_source", "unknown"),
+              "domains": domains}
+    atomic_write_json(config.out / "summary.json", result)
+    return result
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 256x512, got {text!r}") from None
+    return height, width
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mgcda_core.prepare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cityscapes", required=True, type=Path, help="Cityscapes root (leftImg8bit/, gtFine/)")
+    parser.add_argument("--coco", required=True, type=Path, help="COCO root (annotations/, <coco-split>/)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (one sub-folder per domain)")
+    parser.add_argument("--split", default="train", help="Cityscapes split (default train)")
+    parser.add_argument("--coco-split", default="train2017", help="COCO split (default train2017)")
+    parser.add_argument("--size", type=_parse_size, default=DEFAULT_INPUT_SIZE, help="output size HxW (256x512)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0, help="AnomalyMix object choice and position")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N frames (by name) per domain")
+    parser.add_argument("--coco-min-size", type=int, default=480, help="minimum COCO image side (PEBAL: 480)")
+    parser.add_argument("--void-anomaly-classes", nargs="+", default=["dynamic"],
+                        help="Cityscapes void classes labelled anomalous in VoidClass (Synboost: dynamic)")
+    parser.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=DOMAINS)
+    parser.add_argument("--device", default="cpu", help="torch device for the inference stages")
+    args = parser.parse_args(argv)
+    config = PrepareConfig(args.cityscapes, args.coco, args.out, args.split, args.coco_split, args.size,
+                           args.batch_size, args.seed, args.limit, args.coco_min_size,
+                           tuple(args.void_anomaly_classes), tuple(args.domains), args.device)
+    result = prepare(config)
+    for domain, summary in result["domains"].items():
+        print(f"{domain}: {summary['frames']} frames ({summary['written']} written, {summary['skipped']} already "
+              f"done), {summary['frames_with_anomaly']} with anomalies, anomaly pixels {summary['anomaly_ratio']:.4%} "
+              f"of valid, ignored {summary['ignore_pixels']} px -> {summary['root']}")
+    print(f"summary: {config.out / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
