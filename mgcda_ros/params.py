@@ -10,8 +10,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from mgcda_core.pipeline.scores import SCORES, TRAINING_FREE
+
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
-SCORES = ("dissimilarity", "ensemble", "max_logit", "energy", "entropy", "msp", "sml")
 TRANSPORTS = ("raw", "compressed")
 PRECISIONS = ("fp32", "fp16")
 RELIABILITIES = ("best_effort", "reliable")
@@ -81,9 +82,9 @@ class NodeParams:
             _refuse("max_input_pixels", self.max_input_pixels, "an integer >= 4")
         if not self.warn_throttle_s > 0.0:
             _refuse("warn_throttle_s", self.warn_throttle_s, "a number > 0")
-        if self.score in ("dissimilarity", "ensemble") and not self.model_path:
-            _refuse("score", self.score, "a training-free score (max_logit, energy, entropy, msp, sml) when model_path "
-                    "is empty: dissimilarity and ensemble need a trained model")
+        if self.score not in TRAINING_FREE and not self.model_path:
+            _refuse("score", self.score, f"a training-free score ({', '.join(TRAINING_FREE)}) when model_path is "
+                    "empty: the others need a trained dissimilarity network")
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> NodeParams:

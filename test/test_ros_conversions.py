@@ -1,0 +1,161 @@
+"""Image/CompressedImage <-> numpy conversion, output message fields, overlay and rolling statistics."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from rosbags.typesys import Stores, get_typestore
+from sensor_msgs.msg import CompressedImage, Image
+
+from mgcda_ros.conversions import (RejectedImage, bgr_to_fields, fields_to_array, image_to_rgb, label_from_image,
+                                   mask_to_fields, message_to_rgb, rgb_to_fields, score_to_fields)
+from mgcda_ros.overlay import TINT_RGB, anomaly_mask, make_overlay
+from mgcda_ros.stats import RateMeter, RollingPercentiles
+
+RNG = np.random.default_rng(7)
+RGB = RNG.integers(0, 256, size=(6, 5, 3), dtype=np.uint8)
+STORE = get_typestore(Stores.ROS2_KILTED)
+
+
+def rclpy_image(height, width, encoding, step, data, big=0):
+    msg = Image()
+    msg.height, msg.width, msg.encoding, msg.step, msg.is_bigendian = height, width, encoding, step, big
+    msg.data = bytes(data)
+    return msg
+
+
+def rosbags_image(height, width, encoding, step, data, big=0):
+    header = STORE.types["std_msgs/msg/Header"](stamp=STORE.types["builtin_interfaces/msg/Time"](sec=1, nanosec=2),
+                                                frame_id="cam")
+    return STORE.types["sensor_msgs/msg/Image"](header=header, height=height, width=width, encoding=encoding,
+                                                is_bigendian=big, step=step, data=np.frombuffer(bytes(data), np.uint8))
+
+
+MAKERS = [rclpy_image, rosbags_image]
+
+
+def encoded(encoding: str) -> np.ndarray:
+    """RGB test image in ``encoding``'s channel order, computed independently of the code under test."""
+    alpha = np.full(RGB.shape[:2] + (1,), 200, np.uint8)
+    return {"rgb8": RGB, "bgr8": RGB[:, :, ::-1], "rgba8": np.concatenate([RGB, alpha], 2),
+            "bgra8": np.concatenate([RGB[:, :, ::-1], alpha], 2)}[encoding]
+
+
+@pytest.mark.parametrize("make", MAKERS)
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8"])
+@pytest.mark.parametrize("padding", [0, 3])
+def test_colour_encodings_decode_to_the_same_rgb(make, encoding, padding):
+    pixels = encoded(encoding)
+    height, width, channels = pixels.shape
+    rows = np.zeros((height, width * channels + padding), np.uint8)
+    rows[:, : width * channels] = pixels.reshape(height, -1)
+    rgb = image_to_rgb(make(height, width, encoding, width * channels + padding, rows.tobytes()))
+    np.testing.assert_array_equal(rgb, RGB)
+
+
+@pytest.mark.parametrize("make", MAKERS)
+def test_mono8_is_replicated_to_three_channels(make):
+    grey = RGB[:, :, 0]
+    rgb = image_to_rgb(make(6, 5, "mono8", 5, grey.tobytes()))
+    np.testing.assert_array_equal(rgb, np.stack([grey] * 3, axis=2))
+
+
+@pytest.mark.parametrize("big", [0, 1])
+def test_mono16_scaled_to_8_bits_in_either_byte_order(big):
+    values = RNG.integers(0, 65536, size=(4, 3)).astype(np.uint16)
+    data = values.astype(">u2" if big else "<u2").tobytes()
+    rgb = image_to_rgb(rclpy_image(4, 3, "mono16", 6, data, big))
+    expected = (values.astype(np.float64) * 255.0 / 65535.0).astype(np.uint8)
+    np.testing.assert_array_equal(rgb, np.stack([expected] * 3, axis=2))
+
+
+@pytest.mark.parametrize("fields, fragment", [
+    (dict(encoding="yuv422"), "unsupported encoding 'yuv422'"),
+    (dict(width=0), "too small"),
+    (dict(height=0, width=0), "too small"),
+    (dict(step=5), "step 5 is shorter than one rgb8 row"),
+    (dict(data=bytes(10)), "data has 10 bytes, expected step*height"),
+    (dict(height=100_000, width=100_000, step=300_000), "exceeds the limit"),
+])
+def test_malformed_images_are_rejected_with_a_reason(fields, fragment):
+    spec = dict(height=6, width=5, encoding="rgb8", step=15, data=RGB.tobytes())
+    spec.update(fields)
+    with pytest.raises(RejectedImage, match=fragment.replace("*", r"\*").replace("(", r"\(")):
+        image_to_rgb(rclpy_image(spec["height"], spec["width"], spec["encoding"], spec["step"], spec["data"]))
+
+
+def compressed(fmt: str, data: bytes) -> CompressedImage:
+    msg = CompressedImage()
+    msg.format, msg.data = fmt, data
+    return msg
+
+
+def test_png_decodes_exactly_and_jpeg_closely():
+    big = cv2.resize(RGB, (40, 48), interpolation=cv2.INTER_NEAREST)
+    ok, png = cv2.imencode(".png", big[:, :, ::-1])
+    assert ok
+    np.testing.assert_array_equal(message_to_rgb(compressed("png", png.tobytes())), big)
+    smooth = np.dstack([np.tile(np.linspace(0, 255, 40, dtype=np.uint8), (48, 1))] * 3)
+    ok, jpeg = cv2.imencode(".jpg", smooth[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    decoded = message_to_rgb(compressed("bgr8; jpeg compressed bgr8", jpeg.tobytes()))
+    assert decoded.shape == smooth.shape and np.abs(decoded.astype(int) - smooth).mean() < 3
+
+
+@pytest.mark.parametrize("fmt, data, fragment", [
+    ("jpeg", b"", "no data"),
+    ("jpeg", b"\x00\x01garbage", "signature"),
+    ("jpeg", b"\xff\xd8" + bytes(range(200)), "undecodable jpeg"),
+    ("tiff", b"II*\x00", "unsupported compressed format"),
+])
+def test_bad_compressed_images_are_rejected(fmt, data, fragment):
+    with pytest.raises(RejectedImage, match=fragment):
+        message_to_rgb(compressed(fmt, data))
+
+
+def test_output_fields_round_trip_and_encode_the_contract():
+    score = RNG.random((6, 5), dtype=np.float32)
+    mask = anomaly_mask(score, 0.5)
+    mask_fields = mask_to_fields(mask)
+    assert (mask_fields.encoding, mask_fields.step) == ("mono8", 5)
+    np.testing.assert_array_equal(fields_to_array(mask_fields), np.where(score >= 0.5, 255, 0))
+    score_fields = score_to_fields(score)
+    assert (score_fields.encoding, score_fields.step, score_fields.is_bigendian) == ("32FC1", 20, 0)
+    np.testing.assert_array_equal(fields_to_array(score_fields), score)
+    np.testing.assert_array_equal(fields_to_array(bgr_to_fields(RGB[:, :, ::-1].copy())), RGB[:, :, ::-1])
+    for encoding in ("rgb8", "bgr8"):
+        fields = rgb_to_fields(RGB, encoding)
+        back = image_to_rgb(rclpy_image(fields.height, fields.width, fields.encoding, fields.step, fields.data))
+        np.testing.assert_array_equal(back, RGB)
+
+
+def test_label_from_image_requires_mono8():
+    labels = RNG.choice(np.array([0, 1, 255], np.uint8), size=(6, 5))
+    np.testing.assert_array_equal(label_from_image(rosbags_image(6, 5, "mono8", 5, labels.tobytes())), labels)
+    with pytest.raises(RejectedImage, match="expected mono8"):
+        label_from_image(rosbags_image(6, 5, "rgb8", 15, RGB.tobytes()))
+
+
+def test_overlay_tints_only_anomalous_pixels():
+    mask = RNG.random((6, 5)) > 0.5
+    out = make_overlay(RGB, mask, 0.25)
+    expected = RGB.astype(np.float64)
+    expected[mask] = 0.75 * expected[mask] + 0.25 * np.array(TINT_RGB)
+    np.testing.assert_array_equal(out, np.rint(expected).astype(np.uint8)[:, :, ::-1])
+    with pytest.raises(ValueError, match="alpha"):
+        make_overlay(RGB, mask, 1.5)
+
+
+def test_rolling_percentiles_and_rate():
+    window = RollingPercentiles(size=50)
+    assert np.isnan(window.percentiles(50)[0])
+    values = RNG.random(80)
+    for value in values:
+        window.add(float(value))
+    np.testing.assert_allclose(window.percentiles(50, 95), np.percentile(values[-50:], [50, 95]))
+    meter = RateMeter(window_s=2.0)
+    for t in np.arange(0.0, 10.0, 0.1):
+        meter.tick(float(t))
+    assert meter.rate(9.95) == pytest.approx(20 / 2.0, abs=0.5)
+    assert meter.rate(100.0) == 0.0
