@@ -12,7 +12,8 @@ from mgcda_core.model.dissimilarity import DissimNetPrior
 from mgcda_core.model.efficientnet_lite import lite0_weights_path, lite_normalise, load_efficientnet_lite0
 from mgcda_core.model.encoders import PyramidEncoder, build_encoder
 from mgcda_core.model.spade import SPADE
-from mgcda_core.utils.flops import count_parameters
+from mgcda_core.model.summary import summarise
+from mgcda_core.utils.flops import count_flops, count_parameters
 
 H, W = 64, 128
 
@@ -215,3 +216,14 @@ def test_bad_inputs_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match="divisible by 16 for encoder 'efficientnet_lite0', got 56x128"):
         crop = (slice(None), slice(None), slice(0, 56))
         lite(image[crop], synthesis[crop], semantic[crop], prior[crop])
+
+
+def test_summary_on_meta_device_equals_counts_on_a_real_model() -> None:
+    row = summarise("efficientnet_lite0", 32, 64, width_multiplier=0.125)
+    torch.manual_seed(0)
+    model = DissimNetPrior("efficientnet_lite0", width=0.125).eval()
+    image, synthesis, semantic, prior = (t[:1, :, :32, :64] for t in _inputs())
+    assert row.parameters == count_parameters(model)
+    assert row.encoder_parameters == count_parameters(model.encoder)
+    assert row.flops == count_flops(model, image, synthesis, semantic, prior)
+    assert row.encoder_flops == 2 * count_flops(model.encoder, image)
