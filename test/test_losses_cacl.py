@@ -315,3 +315,11 @@ def test_projector_layout_and_unit_embeddings() -> None:
         small(torch.randn(2, 8, 5, 7))
     with pytest.raises(ValueError, match="in_channels"):
         ContrastProjector(in_channels=0)
+
+
+def test_eq3_stays_float32_inside_autocast() -> None:
+    embeddings = _tiny_embeddings(2).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 matmuls would be off by ~1e-2 relative
+        loss = contrastive_loss(embeddings, HAND_SAMPLE, temperature=0.05)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(reference_eq3(embeddings, HAND_SAMPLE, 0.05), rel=1e-5)

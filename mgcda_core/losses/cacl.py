@@ -259,11 +259,20 @@ def contrastive_loss(embeddings: Tensor, sample: PixelSample, temperature: float
         )
     if len(sample.anchors) != len(DOMAIN_NAMES) or len(sample.negatives) != len(DOMAIN_NAMES):
         raise ValueError(f"sample must hold anchors and negatives for the {len(DOMAIN_NAMES)} domains {DOMAIN_NAMES}")
-    # One gather of every sampled pixel (no B*H*W x C copy of the whole map); float32 keeps the similarities
-    # exact enough under autocast (fp16 embeddings).
+    # Similarities in float32 even inside an autocast region: fp16 matmuls would round a·p/α to ~1e-2 at α = 0.1.
+    with torch.autocast(device_type=embeddings.device.type, enabled=False):
+        terms = _domain_terms(embeddings, sample, temperature)
+    if not terms:
+        return embeddings.sum() * 0.0
+    return torch.stack(terms).mean()
+
+
+def _domain_terms(embeddings: Tensor, sample: PixelSample, temperature: float) -> list[Tensor]:
+    """Per-domain mean of -log(e^{a·p/α} / (e^{a·p/α} + Σ_n e^{a·n/α})), for domains with anchors and positives."""
+    # One gather of every sampled pixel: no B*H*W x C copy of the whole map.
     parts = [*sample.anchors, sample.positives, *sample.negatives]
     index = torch.cat([part.reshape(-1) for part in parts]).to(embeddings.device)
-    pixels = height * width
+    pixels = embeddings.shape[2] * embeddings.shape[3]
     vectors = embeddings.flatten(2)[index // pixels, :, index % pixels].float()
     chunks = torch.split(vectors, [part.numel() for part in parts])
     anchor_sets, positive_set, negative_sets = chunks[:2], chunks[2], chunks[3:]
@@ -281,6 +290,4 @@ def contrastive_loss(embeddings: Tensor, sample: PixelSample, temperature: float
         else:
             negative_lse = torch.logsumexp(anchors @ negatives.T / temperature, dim=1, keepdim=True)
         terms.append(F.softplus(negative_lse - positive_logits).mean())
-    if not terms:
-        return embeddings.sum() * 0.0
-    return torch.stack(terms).mean()
+    return terms
