@@ -8,7 +8,7 @@ Sampling per image (``mode="cacl"``), from its ground truth (0 normal, 1 anomaly
 network's current prediction (0/1): *hard* = wrongly predicted, *easy* = rightly predicted. With N_a = n_anchor:
 
 - anchors: N_a anomaly pixels, ceil(N_a/2) hard and floor(N_a/2) easy; a pool that is short is filled from
-  the other (hard anomalies first, so a well-predicted image still gives N_a easy anchors);
+  the other (so a well-predicted image with no hard anomaly still gives N_a easy anchors);
 - positives: 2·N_a *easy* anomaly pixels not already taken as that image's anchors (anchors are drawn
   first; positives get what is left of the easy pool);
 - negatives: 2·N_a hard and 6·N_a easy normal pixels, each pool filled from the other when short.
