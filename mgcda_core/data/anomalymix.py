@@ -46,8 +46,12 @@ class CutObject(NamedTuple):
 
 
 def filter_coco_images(coco: CocoInstances, config: AnomalyMixConfig = AnomalyMixConfig()) -> list[int]:
-    """Ids of images with annotations, none of an excluded category, and height and width >= ``min_size``."""
-    excluded = set(coco.category_ids(config.excluded_categories))
+    """Ids of images with annotations, none of an excluded category, and height and width >= ``min_size``.
+
+    An excluded name the file does not define cannot occur in it, so it excludes nothing.
+    """
+    defined = coco.category_names
+    excluded = {defined[name] for name in config.excluded_categories if name in defined}
     kept = []
     for image_id in coco.image_ids:
         info = coco.image_info(image_id)

@@ -43,13 +43,10 @@ class CocoInstances:
         """All image ids, sorted."""
         return sorted(self.coco.getImgIds())
 
-    def category_ids(self, names: tuple[str, ...] | list[str]) -> list[int]:
-        """Ids of the named categories; a name this file does not define is an error."""
-        by_name = {cat["name"]: cat["id"] for cat in self.coco.loadCats(self.coco.getCatIds())}
-        missing = [name for name in names if name not in by_name]
-        if missing:
-            raise KeyError(f"{self.annotation_file}: categories {missing} not defined (it has {sorted(by_name)})")
-        return [by_name[name] for name in names]
+    @property
+    def category_names(self) -> dict[str, int]:
+        """Category name → id, as this file defines them."""
+        return {cat["name"]: cat["id"] for cat in self.coco.loadCats(self.coco.getCatIds())}
 
     def image_info(self, image_id: int) -> dict:
         """The ``images`` entry (file_name, height, width, ...)."""
