@@ -4,8 +4,8 @@ overrides) into nested dataclasses, refusing anything unexpected before any work
 Rules, generic to every dataclass config in the package:
 - ``extends: other.yaml`` (path relative to the file that names it) loads ``other.yaml`` first and deep-merges this
   file over it: mappings merge key by key, any other value (lists included) replaces the parent's.
-- An override ``a.b.c=value`` sets one key after all files are merged; ``value`` is parsed as a YAML scalar or
-  flow collection (``3`` is an int, ``1e-4`` a float, ``true`` a bool, ``null`` None, ``[1, 2]`` a list).
+- An override ``a.b.c=value`` sets one key after all files are merged; ``value`` is parsed as YAML: ``3`` is
+  an int, ``1e-4`` a float (YAML 1.2's rule, in files too), ``true`` a bool, ``null`` None, ``[1, 2]`` a list.
 - Unknown keys, wrong types and missing required keys raise :class:`ConfigError` naming the dotted key path,
   the expected type and the value given. Values are never coerced, except int -> float and list -> tuple.
 - A dataclass may check values in ``__post_init__`` by raising ``ValueError``; the message is re-raised as a
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,22 @@ import yaml
 T = TypeVar("T")
 
 EXTENDS_KEY = "extends"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e-4`` is a float, not the string PyYAML 1.1 makes of it."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text safely (with YAML 1.2 exponent floats)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
 class ConfigError(ValueError):
@@ -50,7 +67,7 @@ def load_yaml_tree(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if data is None:
@@ -85,7 +102,7 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     if not sep or not key or any(not part for part in parts):
         raise ConfigError(f"bad override {override!r}: expected KEY=VALUE with a dotted key, e.g. optim.lr=1e-4")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = parse_yaml(text) if text.strip() else None
     except yaml.YAMLError as error:
         raise ConfigError(f"bad override {override!r}: value is not a YAML scalar or list: {error}") from None
     node = raw

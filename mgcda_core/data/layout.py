@@ -21,7 +21,6 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from mgcda_core.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES
 from mgcda_core.utils.images import read_label, read_rgb
@@ -138,7 +137,7 @@ class LayoutDataset(Dataset):
         return _resize_nearest(read_rgb(path), self.input_size)
 
     def _normalise(self, rgb: np.ndarray) -> torch.Tensor:
-        image = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
+        image = torch.tensor(rgb).permute(2, 0, 1).float() / 255.0  # copy: PIL arrays are read-only
         return (image - self._mean) / self._std
 
     @staticmethod
@@ -215,14 +214,3 @@ class DomainBatchSampler:
                           zip(order[begin:begin + self.per_domain], flips[begin:begin + self.per_domain])]
             yield batch
 
-
-def label_pixel_counts(roots: Sequence[str | os.PathLike[str]], show_progress: bool = True) -> np.ndarray:
-    """Pixel counts [normal, anomaly] over every label image under ``roots`` (255 not counted), at file resolution.
-
-    Input of the ENet class weights (``mgcda_core.losses.segmentation.enet_class_weights``).
-    """
-    paths = [Path(root) / LABEL_FOLDER / name for root in roots for name in list_layout(root)]
-    counts = np.zeros(256, dtype=np.int64)
-    for path in tqdm(paths, desc="label statistics", unit="img", disable=not show_progress):
-        counts += np.bincount(read_label(path).ravel(), minlength=256)[:256]
-    return counts[:2].copy()

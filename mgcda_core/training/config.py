@@ -158,7 +158,7 @@ class TrainLoopConfig:
     batch_size: int = 8  # per process and step, split evenly over the domains used (4 + 4)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: Literal["auto", "on", "off"] = "auto"  # mixed precision, CUDA only; auto = on with CUDA
+    amp: bool | Literal["auto"] = "auto"  # mixed precision (CUDA only): true, false, or auto = on with CUDA
     stop_at_step: int | None = None  # stop early (checkpointing) at this step; the LR/τ schedule still spans all epochs
     log_every: int = 10  # TensorBoard scalar interval in steps
 

@@ -53,11 +53,11 @@ def build_model(config: TrainConfig) -> DissimNetPrior:
 
 
 def use_amp(config: TrainConfig, device: torch.device) -> bool:
-    """Mixed precision is CUDA only: ``on`` without CUDA is refused, ``auto`` follows the device."""
-    if config.train.amp == "on" and device.type != "cuda":
-        raise ValueError(f"train.amp is 'on' but the device is {device}; mixed precision runs on CUDA only "
-                         "(use 'auto' or 'off')")
-    return config.train.amp != "off" and device.type == "cuda"
+    """Mixed precision is CUDA only: ``true`` without CUDA is refused, ``auto`` follows the device."""
+    if config.train.amp is True and device.type != "cuda":
+        raise ValueError(f"train.amp is true but the device is {device}; mixed precision runs on CUDA only "
+                         "(use auto or false)")
+    return config.train.amp is not False and device.type == "cuda"
 
 
 def _poly(optimizer: torch.optim.Optimizer, total_steps: int, power: float) -> torch.optim.lr_scheduler.LRScheduler:

@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mgcda_core.config_loader import to_dict
-from mgcda_core.data.layout import DomainBatchSampler, LayoutDataset, MultiDomainDataset, label_pixel_counts
-from mgcda_core.losses.segmentation import enet_class_weights
+from mgcda_core.data.layout import LABEL_FOLDER, DomainBatchSampler, LayoutDataset, MultiDomainDataset
+from mgcda_core.losses.segmentation import enet_class_weights, label_folder_pixel_counts
 from mgcda_core.training import checkpoint as ckpt
 from mgcda_core.training.config import TrainConfig
 from mgcda_core.training.distributed import DistContext, barrier, broadcast_object, init_distributed, shutdown
@@ -112,9 +112,10 @@ class Trainer:
             return torch.tensor(self.config.loss.class_weights, dtype=torch.float32)
         counts = None
         if self.context.is_main:  # one rank reads the label folders, the others receive the result
-            counts = label_pixel_counts(self.config.data.domain_roots, show_progress=self.show_progress)
+            counts = sum(label_folder_pixel_counts(root / LABEL_FOLDER, progress=self.show_progress)
+                         for root in self.config.data.domain_roots)
         counts = broadcast_object(counts, self.context)
-        return enet_class_weights(torch.as_tensor(counts, dtype=torch.float64)).float()
+        return enet_class_weights(counts)
 
     def _loader(self) -> DataLoader:
         workers = self.config.data.num_workers
