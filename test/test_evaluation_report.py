@@ -111,3 +111,13 @@ def test_frame_metrics_undefined_without_both_classes() -> None:
     assert frame_metrics(np.zeros((3, 3)), np.zeros((3, 3), np.uint8)) is None
     label = np.array([[0, 1], [255, 0]], np.uint8)
     assert frame_metrics(np.array([[0.1, 0.9], [0.5, 0.2]]), label) == {"AP": 1.0, "FPR95": 0.0}
+
+
+@pytest.mark.parametrize("count,best,worst", [(1, [0], []), (3, [2, 1], [0]), (4, [3, 2], [0, 1])])
+def test_frame_selector_never_shows_a_frame_twice(count: int, best: list[int], worst: list[int]) -> None:
+    selector = FrameSelector(2)
+    blank = np.zeros((4, 4), np.uint8)
+    for value in range(count):
+        selector.offer(GalleryFrame(f"f{value}", blank, blank, blank.astype(np.float32), float(value)))
+    assert [f.rank_value for f in selector.best()] == best
+    assert [f.rank_value for f in selector.worst()] == worst

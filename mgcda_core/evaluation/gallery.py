@@ -60,13 +60,20 @@ class FrameSelector:
             elif key > heap[0][0]:
                 heapq.heapreplace(heap, (key, -order, frame))
 
+    def _split(self) -> tuple[list[GalleryFrame], list[GalleryFrame]]:
+        ranked = sorted({id(e[2]): e for e in self._best + self._worst}.values(), key=lambda e: (-e[2].rank_value, -e[1]))
+        frames = [entry[2] for entry in ranked]
+        # fewer than 2k frames seen: both heaps hold all of them; split so no frame is both best and worst
+        half = min(self.k, (len(frames) + 1) // 2)
+        return frames[:half], frames[half:][::-1][: self.k]
+
     def best(self) -> list[GalleryFrame]:
-        """Best first."""
-        return [entry[2] for entry in sorted(self._best, key=lambda e: (-e[0], -e[1]))]
+        """Best first; disjoint from ``worst()``."""
+        return self._split()[0]
 
     def worst(self) -> list[GalleryFrame]:
-        """Worst first."""
-        return [entry[2] for entry in sorted(self._worst, key=lambda e: (-e[0], -e[1]))]
+        """Worst first; disjoint from ``best()``."""
+        return self._split()[1]
 
 
 def label_rgb(label: np.ndarray) -> np.ndarray:
