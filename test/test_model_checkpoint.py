@@ -36,9 +36,11 @@ def test_round_trip_gives_identical_outputs(tmp_path: Path, encoder: str) -> Non
                                        "use_prior": True, "use_correlation": False}
 
 
-def test_extra_may_not_override_reserved_keys(tmp_path: Path) -> None:
+def test_reserved_keys_and_other_modules_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"reserved checkpoint keys \['model'\]"):
         save_model(tmp_path / "m.pt", DissimNetPrior(width=0.125), extra={"model": {}})
+    with pytest.raises(TypeError, match="expects a DissimNetPrior .* got Linear"):
+        save_model(tmp_path / "m.pt", torch.nn.Linear(2, 2))
     assert not any(tmp_path.iterdir())
 
 

@@ -24,6 +24,9 @@ _LISTED = 5  # how many differing keys an error message names
 
 def save_model(path: str | os.PathLike[str], model: DissimNetPrior, extra: dict[str, Any] | None = None) -> None:
     """Write ``model`` (and ``extra`` top-level entries) to ``path`` atomically."""
+    if not isinstance(model, DissimNetPrior):
+        raise TypeError(f"save_model expects a DissimNetPrior (unwrap DDP/compile wrappers first), "
+                        f"got {type(model).__name__}")
     extra = dict(extra or {})
     clashes = sorted(set(extra) & set(RESERVED_KEYS))
     if clashes:
