@@ -13,8 +13,8 @@ HERE = Path(__file__).parent
 
 
 def requirements() -> list[str]:
-    """Runtime requirements: requirements.txt minus the ROS wheels and test tools (colcon machines have ROS)."""
-    skip = ("ros-kilted-", "pytest")
+    """Runtime requirements: requirements.txt minus the ROS wheels and test-only tools (colcon machines have ROS)."""
+    skip = ("ros-kilted-", "pytest", "scikit-image")
     lines = (HERE / "requirements.txt").read_text().splitlines()
     return [line.strip() for line in lines if line.strip() and not line.startswith("#") and not line.startswith(skip)]
 
