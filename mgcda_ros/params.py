@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from mgcda_core.pipeline.detector import SIZE_MULTIPLE
 from mgcda_core.pipeline.scores import SCORES, TRAINING_FREE
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
@@ -33,7 +34,7 @@ class NodeParams:
     model_path: str = ""
     #: "cpu", "cuda" or "cuda:N"
     device: str = "cpu"
-    #: network input size (the image is resized to it and the score resized back)
+    #: network input size, multiples of 32 (the image is resized to it and the score resized back)
     input_width: int = 512
     input_height: int = 256
     #: anomaly score; dissimilarity/ensemble need a trained model_path, the others are training-free
@@ -69,8 +70,9 @@ class NodeParams:
             _refuse("device", self.device, "'cpu', 'cuda' or 'cuda:N'")
         for name in ("input_width", "input_height"):
             value = getattr(self, name)
-            if not 16 <= value <= MAX_INPUT_SIDE or value % 8:
-                _refuse(name, value, f"a multiple of 8 in [16, {MAX_INPUT_SIDE}] (the encoder downsamples by 8)")
+            if not SIZE_MULTIPLE <= value <= MAX_INPUT_SIDE or value % SIZE_MULTIPLE:
+                _refuse(name, value, f"a multiple of {SIZE_MULTIPLE} in [{SIZE_MULTIPLE}, {MAX_INPUT_SIDE}] "
+                        "(the network's downsampling)")
         for name in ("threshold", "overlay_alpha"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 _refuse(name, getattr(self, name), "a number in [0, 1]")

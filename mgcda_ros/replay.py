@@ -151,7 +151,7 @@ def _frame(config: ReplayConfig, detector: Any, writer: BagWriter | None, evalua
     name = f"{stamp_ns(msg)}"
     start = time.monotonic()
     raw = detector.raw_score(rgb)
-    score = detector.calibrate(raw)
+    score = detector.calibration(raw)  # the node's detector(rgb), without scoring twice
     counts["model_s"] += time.monotonic() - start
     mask = anomaly_mask(score, p.threshold)
     overlay = make_overlay(rgb, mask, p.overlay_alpha)

@@ -55,7 +55,7 @@ class NodeProcess:
                  command: tuple[str, ...] = NODE_COMMAND, ros_args: tuple[str, ...] = ()) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.params_file = workdir / "anomaly_params.yaml"
-        self.params_file.write_text(yaml.safe_dump({"anomaly_node": {"ros__parameters": dict(params)}}))
+        self.params_file.write_text(yaml.safe_dump({"/**/anomaly_node": {"ros__parameters": dict(params)}}))
         self.log_path = workdir / "anomaly_node.log"
         self._log = open(self.log_path, "wb")  # a file, not a pipe: a full pipe would block the node
         self.process = subprocess.Popen([*command, "--ros-args", "--params-file", str(self.params_file), *ros_args],

@@ -15,7 +15,7 @@ from mgcda_ros.params import NodeParams, ParameterError
 
 def test_defaults_are_valid_and_config_yaml_matches_them(repo_root: Path):
     config = yaml.safe_load((repo_root / "config" / "anomaly.yaml").read_text())
-    values = config["anomaly_node"]["ros__parameters"]
+    values = config["/**/anomaly_node"]["ros__parameters"]  # any namespace
     assert set(values) == {f.name for f in dataclasses.fields(NodeParams)}
     assert NodeParams.from_mapping(values) == NodeParams()
 
@@ -27,8 +27,8 @@ def test_defaults_are_valid_and_config_yaml_matches_them(repo_root: Path):
     ("score", "ensemble", "training-free score"),
     ("backend", "cuda", "one of auto, torch"),
     ("device", "gpu0", "'cpu', 'cuda' or 'cuda:N'"),
-    ("input_width", 100, "multiple of 8"),
-    ("input_height", 8, "multiple of 8"),
+    ("input_width", 100, "multiple of 32"),
+    ("input_height", 16, "multiple of 32"),
     ("input_width", "512", "type int, got str"),
     ("publish_score", 1, "type bool, got int"),
     ("max_age_ms", -1.0, ">= 0"),

@@ -1,0 +1,290 @@
+"""``anomaly_node`` in separate processes (real rclpy, DDS on loopback): headers, encodings, JPEG input, no
+backlog under a burst, stale frames, 1,000 malformed messages, ``~/enable``, use_sim_time, and a missing model.
+
+Two nodes start once for the module (they load concurrently): ``/raw`` (Image, use_sim_time with /clock from
+this process) and ``/jpeg`` (CompressedImage). Both use a 64x128 network input and the MSP score to stay fast,
+and reliable input QoS with a deep queue so that every message reaches the node and is counted there (the
+default sensor-data QoS may lose messages in transport, which the node can neither see nor count).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CompressedImage, Image
+from std_srvs.srv import SetBool
+
+from mgcda_core.utils.images import read_rgb
+from mgcda_ros.conversions import fields_to_array
+from mgcda_ros.ros_process import NodeProcess, Peer, diagnostics_values, wait_until
+
+pytestmark = pytest.mark.ros
+
+ASSET = Path(__file__).resolve().parents[1] / "mgcda_ros" / "assets" / "road_anomaly" / "frames"
+COMMON = {"input_width": 128, "input_height": 64, "score": "msp", "threshold": 0.3, "qos_reliability": "reliable",
+          "qos_depth": 1000, "max_age_ms": 5000.0, "warn_throttle_s": 2.0}
+SIM_T0 = 1000.0  # /clock starts here: far from wall time, so a node ignoring use_sim_time drops every frame
+START_TIMEOUT = 120.0
+ANSWER_TIMEOUT = 60.0
+
+
+def domain_id(offset: int) -> int:
+    """A domain per use, derived from the per-process id conftest set (parallel pytest runs do not collide)."""
+    return (int(os.environ["ROS_DOMAIN_ID"]) + offset) % 200
+
+
+@pytest.fixture(scope="module")
+def road_frame() -> np.ndarray:
+    rgb = read_rgb(ASSET / "animals22_red_fox_on_road.jpg")
+    return cv2.resize(rgb, (160, 96), interpolation=cv2.INTER_AREA)
+
+
+class Harness:
+    """This process's side: publishers, subscribers, a sim clock, diagnostics."""
+
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+        self.t0 = time.monotonic()
+        self.clock_pub = peer.publisher(Clock, "/clock", depth=1)
+        peer.node.create_timer(0.02, self._tick)
+        self.image_pub = peer.publisher(Image, "/raw/image")
+        self.jpeg_pub = peer.publisher(CompressedImage, "/jpeg/image/compressed")
+        self.out = {(ns, topic): peer.subscribe(Image, f"/{ns}/{topic}", depth=1000)
+                    for ns in ("raw", "jpeg") for topic in ("anomaly_mask", "anomaly_score", "anomaly_overlay")}
+        self.diag = peer.subscribe(DiagnosticArray, "/diagnostics", depth=100)
+        self.enable = peer.node.create_client(SetBool, "/raw/anomaly_node/enable")
+        self.sent = {"raw": 0, "jpeg": 0}  # reliable deep-queue input QoS: every message sent is received
+
+    def send(self, ns: str, msg: Image | CompressedImage) -> None:
+        (self.image_pub if ns == "raw" else self.jpeg_pub).publish(msg)
+        self.sent[ns] += 1
+
+    def sim_now(self) -> float:
+        return SIM_T0 + time.monotonic() - self.t0
+
+    def _tick(self) -> None:
+        msg = Clock()
+        msg.clock = stamp(self.sim_now())
+        self.clock_pub.publish(msg)
+
+    def answers(self, ns: str, topic: str = "anomaly_mask") -> list[Image]:
+        return self.out[(ns, topic)].messages()
+
+    def answer_for(self, ns: str, frame_id: str, topic: str = "anomaly_mask") -> Image:
+        return wait_until(lambda: next((m for m in self.answers(ns, topic) if m.header.frame_id == frame_id), None),
+                          ANSWER_TIMEOUT, f"/{ns}/{topic} answer to frame {frame_id}")
+
+    def counters(self, ns: str) -> dict[str, int]:
+        values = wait_until(lambda: diagnostics_values(self.diag.messages(), f"/{ns}/anomaly_node"),
+                            ANSWER_TIMEOUT, f"/diagnostics from /{ns}/anomaly_node")
+        return {k: int(v) for k, v in values.items() if v.isdigit()}
+
+    def settled(self, ns: str) -> dict[str, int]:
+        """Counters once every message sent arrived and is accounted for (processed, dropped or rejected)."""
+        received = self.sent[ns]
+
+        def done() -> dict[str, int] | None:
+            c = self.counters(ns)
+            accounted = (c["processed"] + c["dropped_replaced"] + c["dropped_old"] + c["rejected"] + c["errors"]
+                         + c["skipped_disabled"])
+            return c if c["received"] == received and accounted == received else None
+        return wait_until(done, ANSWER_TIMEOUT, f"/{ns} diagnostics accounting for {received} messages")
+
+
+def stamp(seconds: float) -> Time:
+    return Time(sec=int(seconds), nanosec=int(round((seconds % 1) * 1e9)) % 1_000_000_000)
+
+
+def image_msg(rgb: np.ndarray, encoding: str, frame_id: str, when: Time) -> Image:
+    pixels = {"rgb8": rgb, "bgr8": rgb[:, :, ::-1], "mono8": cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)}[encoding]
+    msg = Image()
+    msg.header.stamp, msg.header.frame_id = when, frame_id
+    msg.height, msg.width, msg.encoding = rgb.shape[0], rgb.shape[1], encoding
+    msg.step = rgb.shape[1] * (1 if pixels.ndim == 2 else 3)
+    msg.data = np.ascontiguousarray(pixels).tobytes()
+    return msg
+
+
+def jpeg_msg(rgb: np.ndarray, frame_id: str, when: Time) -> CompressedImage:
+    ok, data = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    msg = CompressedImage()
+    msg.header.stamp, msg.header.frame_id, msg.format = when, frame_id, "jpeg"
+    msg.data = data.tobytes()
+    return msg
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory) -> Iterator[tuple[Harness, dict[str, NodeProcess]]]:
+    domain = domain_id(0)
+    work = tmp_path_factory.mktemp("nodes")
+    procs = {
+        "raw": NodeProcess({**COMMON, "use_sim_time": True}, domain, work / "raw", ros_args=("-r", "__ns:=/raw")),
+        "jpeg": NodeProcess({**COMMON, "input_transport": "compressed"}, domain, work / "jpeg",
+                            ros_args=("-r", "__ns:=/jpeg")),
+    }
+    peer = Peer("tester", domain)
+    harness = Harness(peer)
+    try:
+        for ns, pub in (("raw", harness.image_pub), ("jpeg", harness.jpeg_pub)):
+            wait_until(lambda: pub.get_subscription_count() > 0 or not procs[ns].alive(), START_TIMEOUT,
+                       f"/{ns}/anomaly_node to subscribe")
+            assert procs[ns].alive(), procs[ns].output()
+        for key, inbox in harness.out.items():
+            wait_until(lambda: peer.node.count_publishers(f"/{key[0]}/{key[1]}") > 0, START_TIMEOUT, f"{key} publisher")
+        wait_until(harness.enable.service_is_ready, START_TIMEOUT, "the ~/enable service")
+        yield harness, procs
+    finally:
+        peer.close()
+        codes = {ns: proc.stop() for ns, proc in procs.items()}
+        assert codes == {"raw": 0, "jpeg": 0}, {ns: proc.output()[-3000:] for ns, proc in procs.items()}
+
+
+def check_outputs(harness: Harness, ns: str, sent: Image | CompressedImage, size: tuple[int, int]) -> np.ndarray:
+    """Mask, score and overlay answers for ``sent``: exact header, input size, encodings, mask = score >= threshold."""
+    frame_id = sent.header.frame_id
+    mask, score, overlay = (harness.answer_for(ns, frame_id, t) for t in ("anomaly_mask", "anomaly_score",
+                                                                         "anomaly_overlay"))
+    for out, encoding in ((mask, "mono8"), (score, "32FC1"), (overlay, "bgr8")):
+        assert out.header.stamp == sent.header.stamp and out.header.frame_id == frame_id
+        assert (out.height, out.width, out.encoding) == (*size, encoding)
+    score_map = fields_to_array(score)
+    mask_map = fields_to_array(mask)
+    assert score_map.min() >= 0.0 and score_map.max() <= 1.0
+    np.testing.assert_array_equal(mask_map, np.where(score_map >= COMMON["threshold"], 255, 0))
+    return score_map
+
+
+def test_outputs_echo_the_header_for_rgb8_bgr8_mono8_and_jpeg(nodes, road_frame):
+    harness, _ = nodes
+    size = road_frame.shape[:2]
+    scores = {}
+    for encoding in ("rgb8", "bgr8", "mono8"):
+        sent = image_msg(road_frame, encoding, f"cam_{encoding}", stamp(harness.sim_now()))
+        harness.send("raw", sent)
+        scores[encoding] = check_outputs(harness, "raw", sent, size)
+    np.testing.assert_array_equal(scores["rgb8"], scores["bgr8"])  # same pixels, same mask and score
+    assert not np.array_equal(scores["rgb8"], scores["mono8"])    # grey input really was grey
+    sent = jpeg_msg(road_frame, "cam_jpeg", stamp(time.time()))
+    harness.send("jpeg", sent)
+    check_outputs(harness, "jpeg", sent, size)
+    info = harness.peer.node.get_publishers_info_by_topic("/raw/anomaly_mask")
+    assert [i.qos_profile.reliability for i in info] == [ReliabilityPolicy.RELIABLE]
+    sub_info = harness.peer.node.get_subscriptions_info_by_topic("/raw/image")
+    assert [i.qos_profile.reliability for i in sub_info] == [ReliabilityPolicy.RELIABLE]  # qos_reliability override
+
+
+def test_burst_leaves_no_backlog_and_stale_frames_are_dropped(nodes, road_frame):
+    harness, _ = nodes
+    before = harness.settled("raw")
+    already = len(harness.answers("raw"))
+    for i in range(50):
+        harness.send("raw", image_msg(road_frame, "rgb8", f"burst{i:02d}", stamp(harness.sim_now())))
+    harness.answer_for("raw", "burst49")  # the newest frame is always answered
+    after = harness.settled("raw")
+    answered = [m.header.frame_id for m in harness.answers("raw")[already:]]
+    assert answered == sorted(answered) and answered[-1] == "burst49"
+    assert after["processed"] - before["processed"] == len(answered) < 50
+    assert after["dropped_replaced"] - before["dropped_replaced"] == 50 - len(answered)
+    # stale: stamped 60 s (of sim time) ago, beyond max_age_ms
+    for i in range(3):
+        harness.send("raw", image_msg(road_frame, "rgb8", f"stale{i}", stamp(harness.sim_now() - 60.0)))
+        harness.settled("raw")
+    fresh = image_msg(road_frame, "rgb8", "fresh", stamp(harness.sim_now()))
+    harness.send("raw", fresh)
+    harness.answer_for("raw", "fresh")
+    final = harness.settled("raw")
+    assert final["dropped_old"] - after["dropped_old"] == 3
+    assert not any(m.header.frame_id.startswith("stale") for m in harness.answers("raw"))
+
+
+def malformed_images(count: int, when: Time) -> list[Image]:
+    kinds = [dict(encoding="yuv9000"), dict(data=bytes(10)), dict(height=0, width=0, step=0, data=b""),
+             dict(step=5)]
+    out = []
+    for i in range(count):
+        spec = dict(height=4, width=4, encoding="rgb8", step=12, data=bytes(48))
+        spec.update(kinds[i % len(kinds)])
+        msg = Image()
+        msg.header.stamp, msg.header.frame_id = when, f"bad{i}"
+        msg.height, msg.width, msg.encoding, msg.step, msg.data = (spec["height"], spec["width"], spec["encoding"],
+                                                                    spec["step"], spec["data"])
+        out.append(msg)
+    return out
+
+
+def test_thousand_malformed_messages_are_counted_and_the_node_keeps_answering(nodes, road_frame):
+    harness, procs = nodes
+    rng = np.random.default_rng(3)
+    raw_before, jpeg_before = harness.settled("raw"), harness.settled("jpeg")
+    for msg in malformed_images(800, stamp(harness.sim_now())):
+        harness.send("raw", msg)
+    for i in range(200):  # garbage JPEG: right signature, undecodable body
+        garbage = CompressedImage()
+        garbage.header.frame_id, garbage.format = f"garbage{i}", "jpeg"
+        garbage.header.stamp = stamp(time.time())
+        garbage.data = b"\xff\xd8" + rng.integers(0, 256, 300, dtype=np.uint8).tobytes()
+        harness.send("jpeg", garbage)
+    raw_after = harness.settled("raw")
+    jpeg_after = harness.settled("jpeg")
+    assert raw_after["rejected"] - raw_before["rejected"] == 800
+    assert raw_after["processed"] == raw_before["processed"]
+    # garbage JPEGs pass the O(1) signature check in the callback; each is then rejected by the decoder or
+    # replaced in the newest-frame slot first (dropped): every one is counted, none is answered.
+    jpeg_counted = sum(jpeg_after[k] - jpeg_before[k] for k in ("rejected", "dropped_replaced"))
+    assert jpeg_counted == 200 and jpeg_after["rejected"] > jpeg_before["rejected"]
+    assert jpeg_after["processed"] == jpeg_before["processed"]
+    assert all(proc.alive() for proc in procs.values())
+    good = image_msg(road_frame, "rgb8", "after_garbage", stamp(harness.sim_now()))
+    harness.send("raw", good)
+    harness.answer_for("raw", "after_garbage")
+    harness.send("jpeg", jpeg_msg(road_frame, "after_garbage", stamp(time.time())))
+    harness.answer_for("jpeg", "after_garbage")
+    warnings = procs["raw"].output().count("rejected input message")
+    assert 1 <= warnings < 50  # throttled, not one line per message
+
+
+def test_enable_service_pauses_and_resumes(nodes, road_frame):
+    harness, _ = nodes
+    for flag in (False, True):
+        request = SetBool.Request()
+        request.data = flag
+        future = harness.enable.call_async(request)
+        assert wait_until(future.done, ANSWER_TIMEOUT, "~/enable response") and future.result().success
+        if not flag:
+            before = harness.settled("raw")
+            harness.send("raw", image_msg(road_frame, "rgb8", "while_disabled", stamp(harness.sim_now())))
+            after = harness.settled("raw")
+            assert after["skipped_disabled"] - before["skipped_disabled"] == 1
+    harness.send("raw", image_msg(road_frame, "rgb8", "re_enabled", stamp(harness.sim_now())))
+    harness.answer_for("raw", "re_enabled")
+    assert not any(m.header.frame_id == "while_disabled" for m in harness.answers("raw"))
+
+
+def test_missing_or_corrupt_model_file_stops_start_up_with_one_message_naming_it(tmp_path: Path):
+    missing = tmp_path / "no_such_model.pt"
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    console_script = (str(Path(sys.executable).parent / "anomaly_node"),)  # the installed entry point
+    procs = {path: NodeProcess({**COMMON, "model_path": str(path), "score": "ensemble"}, domain_id(1 + i),
+                               tmp_path / path.stem, **({"command": console_script} if i else {}))
+             for i, path in enumerate((missing, corrupt))}
+    for path, proc in procs.items():  # started together: both load torch concurrently
+        code = proc.wait_exit(timeout=START_TIMEOUT)
+        output = proc.output()
+        proc.stop()
+        assert code != 0, output
+        assert output.count(str(path)) == 1 and "Traceback" not in output, output
+        expected = "model file not found" if path == missing else "cannot load model file"
+        assert expected in output and output.strip().count("\n") == 0, output  # one line
