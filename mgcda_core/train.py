@@ -10,8 +10,6 @@ import argparse
 import sys
 
 from mgcda_core.config_loader import ConfigError
-from mgcda_core.data.layout import LayoutError
-from mgcda_core.training.checkpoint import CheckpointError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,14 +23,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
-    # Imported here so that --help answers without loading torch.
+    # The config module does not import torch: a bad config is refused within a second.
     from mgcda_core.training.config import load_train_config
-    from mgcda_core.training.trainer import train
 
     try:
         config = load_train_config(args.config, args.overrides)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    from mgcda_core.data.layout import LayoutError
+    from mgcda_core.training.checkpoint import CheckpointError
+    from mgcda_core.training.trainer import train
+
+    try:
         summary = train(config, resume=args.resume, show_progress=not args.no_progress)
-    except (ConfigError, LayoutError, CheckpointError) as error:
+    except (LayoutError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     losses = ", ".join(f"{k}={v:.4g}" for k, v in summary.losses.items())
