@@ -31,6 +31,15 @@ def check_input_size(size: tuple[int, int]) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+def to_network_input(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 HxW[x1|3|4] → float32 1 x 3 x h x w RGB in [0, 1] at ``size`` (area when shrinking, else bilinear)."""
+    rgb = to_rgb(image)
+    height, width = size
+    shrink = rgb.shape[0] > height or rgb.shape[1] > width
+    resized = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255.0)
+
+
 def build_graph(score: str = "max_logit", checkpoint: str | os.PathLike[str] | None = None,
                 sml_stats: str | os.PathLike[str] | None = None, output: str = "score") -> InferenceGraph:
     """The inference graph on the embedded defaults, plus the trained dissimilarity network in ``checkpoint``.
@@ -97,12 +106,8 @@ class Detector:
         return cls._torch(graph, score, input_size, device, calibration, {"dissimilarity": Path(path).name})
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
-        """uint8 HxW[x1|3|4] → float32 1 x 3 x h x w RGB in [0, 1] at the network size (area when shrinking)."""
-        rgb = to_rgb(image)
-        height, width = self.input_size
-        shrink = rgb.shape[0] > height or rgb.shape[1] > width
-        resized = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        return np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255.0)
+        """uint8 HxW[x1|3|4] → float32 1 x 3 x h x w RGB in [0, 1] at the network size."""
+        return to_network_input(image, self.input_size)
 
     def postprocess(self, score: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """Network-size 1 x 1 x h x w score → float32 H x W (bilinear)."""

@@ -32,8 +32,8 @@ class TorchvisionSegmentation(SegmentationNet):
         if name not in BUILDERS:
             raise ValueError(f"unknown torchvision segmentation model {name!r}; expected one of {sorted(BUILDERS)}")
         self.name = name
-        self.net = BUILDERS[name](weights=None, weights_backbone=None, num_classes=NUM_CLASSES, aux_loss=False) \
-            if name.startswith("deeplab") else BUILDERS[name](weights=None, weights_backbone=None, num_classes=NUM_CLASSES)
+        extra = {"aux_loss": False} if name.startswith("deeplab") else {}  # LR-ASPP has no auxiliary head
+        self.net = BUILDERS[name](weights=None, weights_backbone=None, num_classes=NUM_CLASSES, **extra)
 
     def logits_normalised(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)["out"]

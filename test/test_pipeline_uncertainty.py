@@ -1,0 +1,73 @@
+"""Uncertainty maps against hand computations (Synboost's per-image normalisation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from mgcda_core.pipeline import uncertainty as U
+
+
+def softmax_np(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+class PoolPyramid(U.FeaturePyramid):
+    """A weight-free pyramid: the image and its 2x average pool (enough to check the arithmetic)."""
+
+    weights = (0.5, 1.0)
+    source = "test pyramid"
+
+    def features(self, x):
+        return [x, nn.functional.avg_pool2d(x, 2)]
+
+
+def test_entropy_and_softmax_distance_maps_equal_hand_computation():
+    rng = np.random.default_rng(1)
+    probs = softmax_np(rng.normal(0, 2, size=(2, 19, 6, 8)))
+    h = -(probs * np.log(probs)).sum(1)
+    top = np.sort(probs, 1)[:, ::-1]
+    d = top[:, 0] - top[:, 1]
+    per = lambda x, f: f(x.reshape(2, -1), 1).reshape(2, 1, 1)  # noqa: E731
+    expected_h = (h - per(h, np.min)) / per(h, np.max)
+    expected_d = 1 - (d - per(d, np.min)) / per(d, np.max)
+    t = torch.from_numpy(probs)
+    np.testing.assert_allclose(U.normalise_entropy(U.entropy(t)).numpy(), expected_h, atol=1e-10)
+    np.testing.assert_allclose(U.normalise_softmax_distance(U.softmax_distance(t)).numpy(), expected_d, atol=1e-10)
+
+
+def test_perceptual_difference_weights_levels():
+    a0, b0 = torch.zeros(1, 2, 4, 6), torch.zeros(1, 2, 4, 6)
+    a0[0, 0, 1, 2], b0[0, 1, 1, 2] = 3.0, -1.0  # channel-mean |a - b| at (1, 2) = (3 + 1) / 2
+    a1, b1 = torch.full((1, 3, 2, 3), 2.0), torch.full((1, 3, 2, 3), 0.5)  # constant level: upsampling keeps 1.5
+    out = U.perceptual_difference([a0, a1], [b0, b1], (0.25, 1.0), (4, 6))
+    expected = np.full((1, 4, 6), 1.5)
+    expected[0, 1, 2] += 0.25 * 2.0
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-6)
+
+
+def test_min_max_and_constant_maps():
+    x = torch.tensor([[[1.0, 3.0], [5.0, 2.0]]])
+    np.testing.assert_allclose(U.normalise_min_max(x).numpy(), [[[0, 0.5], [1, 0.25]]])
+    constant = torch.full((1, 3, 3), 0.4)
+    assert torch.all(U.normalise_min_max(constant) == 0)
+    assert torch.all(U.normalise_entropy(constant) == 0)
+    assert torch.all(U.normalise_softmax_distance(constant) == 1)
+
+
+def test_uncertainty_maps_module_in_unit_range_and_consistent():
+    torch.manual_seed(0)
+    probs = torch.softmax(torch.randn(2, 19, 8, 12) * 3, 1)
+    image, synthesis = torch.randn(2, 3, 8, 12), torch.randn(2, 3, 8, 12)
+    maps = U.UncertaintyMaps(PoolPyramid())(probs, image, synthesis)
+    assert maps.shape == (2, 3, 8, 12)
+    assert maps.min() >= 0 and maps.max() <= 1
+    torch.testing.assert_close(maps[:, 0], U.normalise_entropy(U.entropy(probs)))
+    torch.testing.assert_close(maps[:, 1], U.normalise_softmax_distance(U.softmax_distance(probs)))
+    diff0 = (image - synthesis).abs().mean(1).numpy()
+    diff1 = (nn.functional.avg_pool2d(image, 2) - nn.functional.avg_pool2d(synthesis, 2)).abs().mean(1, keepdim=True)
+    raw = 0.5 * diff0 + nn.functional.interpolate(diff1, size=(8, 12), mode="bilinear").numpy()[:, 0]
+    lo, hi = raw.reshape(2, -1).min(1)[:, None, None], raw.reshape(2, -1).max(1)[:, None, None]
+    np.testing.assert_allclose(maps[:, 2].numpy(), (raw - lo) / (hi - lo), atol=1e-5)
