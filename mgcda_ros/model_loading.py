@@ -34,5 +34,11 @@ def load_detector(params: NodeParams) -> Detector:
                              f"backend {params.backend!r}")
     try:
         return Detector.from_checkpoint(path, score=params.score, input_size=size, device=params.device)
-    except Exception as err:  # any failure to read the file is reported once, naming it
-        raise ModelLoadError(f"cannot load model file {path}: {type(err).__name__}: {err}") from None
+    except Exception as err:  # any failure to read the file is reported once, on one line, naming it once
+        raise ModelLoadError(f"cannot load model file {path}: {_one_line(err, path)}") from None
+
+
+def _one_line(err: Exception, path: Path, limit: int = 400) -> str:
+    detail = " ".join(str(err).replace(str(path), "the file").split())
+    detail = detail if len(detail) <= limit else detail[: limit - 3] + "..."
+    return f"{type(err).__name__}: {detail}"
