@@ -39,7 +39,8 @@ def _synthetic_tree(root: Path, label_ids: np.ndarray, image_size: tuple[int, in
     city_images.mkdir(parents=True)
     city_labels.mkdir(parents=True)
     height, width = image_size or label_ids.shape
-    Image.fromarray(np.full((height, width, 3), 90, np.uint8)).save(city_images / "aachen_000000_000019_leftImg8bit.png")
+    image = np.full((height, width, 3), 90, np.uint8)
+    Image.fromarray(image).save(city_images / "aachen_000000_000019_leftImg8bit.png")
     Image.fromarray(label_ids).save(city_labels / "aachen_000000_000019_gtFine_labelIds.png")
     Image.fromarray(label_ids.astype(np.uint16)).save(city_labels / "aachen_000000_000019_gtFine_instanceIds.png")
     return root
@@ -57,7 +58,8 @@ def test_real_sample_reads_image_labels_and_instances(shared_data: Path, tmp_pat
     np.testing.assert_array_equal(sample.instance_ids[sample.instance_ids >= 1000] // 1000,
                                   sample.label_ids[sample.instance_ids >= 1000])
     # train ids against the sample's own labelTrainIds file (made by an independent downscale, hence not 100 %)
-    reference = read_label(shared_data / "cityscapes_samples" / f"{SAMPLE}_small" / f"{SAMPLE}_gtFine_labelTrainIds.png")
+    folder = shared_data / "cityscapes_samples" / f"{SAMPLE}_small"
+    reference = read_label(folder / f"{SAMPLE}_gtFine_labelTrainIds.png")
     assert np.mean(label_ids_to_train_ids(sample.label_ids) == reference) > 0.99
 
 

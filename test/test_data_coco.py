@@ -39,7 +39,8 @@ def write_coco(root: Path, images: list[tuple[int, int, int]], annotations: list
         rle = mask_utils.merge(rle) if isinstance(rle, list) else rle
         x, y, w, h = mask_utils.toBbox(rle).tolist()
         anns.append({"id": number, "image_id": image_id, "category_id": category, "segmentation": segmentation,
-                     "bbox": [x, y, w, h], "area": float(mask_utils.area(rle)), "iscrowd": int(isinstance(segmentation, dict))})
+                     "bbox": [x, y, w, h], "area": float(mask_utils.area(rle)),
+                     "iscrowd": int(isinstance(segmentation, dict))})
     (root / "annotations" / f"instances_{split}.json").write_text(
         json.dumps({"images": infos, "annotations": anns, "categories": CATEGORIES}))
     return root

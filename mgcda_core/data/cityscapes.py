@@ -1,5 +1,5 @@
-"""Cityscapes reader: ``leftImg8bit/<split>/<city>/*_leftImg8bit.png`` with ``gtFine/<split>/<city>/*_gtFine_labelIds.png``
-and ``*_gtFine_instanceIds.png``.
+"""Cityscapes reader: ``leftImg8bit/<split>/<city>/*_leftImg8bit.png`` with
+``gtFine/<split>/<city>/*_gtFine_labelIds.png`` and ``*_gtFine_instanceIds.png``.
 
 Label facts (id → trainId, category, ignoreInEval) come from ``cityscapesscripts.helpers.labels``, never retyped here.
 """

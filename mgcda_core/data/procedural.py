@@ -132,15 +132,18 @@ def shape_polygons(kind: str, rng: np.random.Generator, cx: float, bottom: float
     if kind == "quadruped":
         height, facing = 0.7 * s, rng.choice([-1.0, 1.0])
         body_y = bottom - 0.55 * height
-        legs = [_rect(cx + dx * s - 0.04 * s, body_y, cx + dx * s + 0.04 * s, bottom) for dx in (-0.28, -0.18, 0.15, 0.25)]
+        legs = [_rect(cx + (dx - 0.04) * s, body_y, cx + (dx + 0.04) * s, bottom) for dx in (-0.28, -0.18, 0.15, 0.25)]
         head = _ellipse(cx + facing * 0.42 * s, body_y - 0.25 * height, 0.12 * s, 0.09 * s)
-        neck = _rect(cx + facing * 0.3 * s - 0.05 * s, body_y - 0.22 * height, cx + facing * 0.36 * s + 0.05 * s, body_y)
-        tail = _rect(cx - facing * 0.38 * s - 0.1 * s, body_y - 0.02 * s, cx - facing * 0.38 * s + 0.1 * s, body_y + 0.03 * s)
+        neck_x = cx + facing * 0.33 * s
+        neck = _rect(neck_x - 0.08 * s, body_y - 0.22 * height, neck_x + 0.08 * s, body_y)
+        tail_x = cx - facing * 0.38 * s
+        tail = _rect(tail_x - 0.1 * s, body_y - 0.02 * s, tail_x + 0.1 * s, body_y + 0.03 * s)
         return [_ellipse(cx, body_y, 0.36 * s, 0.2 * height), *legs, head, neck, tail]
     if kind == "bird":
         body = _ellipse(cx, bottom - 0.25 * s, 0.3 * s, 0.16 * s)
         head = _ellipse(cx + 0.3 * s, bottom - 0.42 * s, 0.12 * s, 0.1 * s)
-        wing = np.array([[cx - 0.1 * s, bottom - 0.3 * s], [cx - 0.45 * s, bottom - 0.75 * s], [cx + 0.15 * s, bottom - 0.35 * s]])
+        wing = np.array([[cx - 0.1 * s, bottom - 0.3 * s], [cx - 0.45 * s, bottom - 0.75 * s],
+                         [cx + 0.15 * s, bottom - 0.35 * s]])
         return [body, head, wing, _rect(cx - 0.02 * s, bottom - 0.12 * s, cx + 0.02 * s, bottom)]
     if kind == "box":
         height = s * rng.uniform(0.5, 0.95)
@@ -205,15 +208,17 @@ def _fit_inside(polygons: list[Polygon], width: int, height: int, margin: float 
 class _Canvas:
     """Label-id, instance-id, colour and anomaly layers painted by the same polygon calls."""
 
-    def __init__(self, height: int, width: int, sky: tuple[int, int, int]) -> None:
+    def __init__(self, rng: np.random.Generator, style: SceneStyle, height: int, width: int) -> None:
+        self.rng, self.style = rng, style
         sky_id = label_id("sky")
-        self.layers = {"label": Image.new("L", (width, height), sky_id), "instance": Image.new("I", (width, height), sky_id),
-                       "colour": Image.new("RGB", (width, height), sky), "anomaly": Image.new("L", (width, height), 0)}
+        size = (width, height)
+        self.layers = {"label": Image.new("L", size, sky_id), "instance": Image.new("I", size, sky_id),
+                       "colour": Image.new("RGB", size, style.palette["sky"]), "anomaly": Image.new("L", size, 0)}
         self.draw = {name: ImageDraw.Draw(layer) for name, layer in self.layers.items()}
 
     def fill(self, polygons: list[Polygon], label: int | None, colour: tuple[int, int, int],
              instance: int | None = None, anomaly: bool = False) -> None:
-        """Paint polygons; ``label=None`` paints colour only (shadows, decoration)."""
+        """Paint polygons; ``label=None`` paints colour only (shadows)."""
         for poly in polygons:
             points = [tuple(point) for point in poly.tolist()]
             self.draw["colour"].polygon(points, fill=colour)
@@ -222,9 +227,37 @@ class _Canvas:
                 self.draw["instance"].polygon(points, fill=label if instance is None else instance)
                 self.draw["anomaly"].polygon(points, fill=int(anomaly))
 
+    def paint(self, name: str, polygons: list[Polygon], jitter: float = 8.0, instance: int | None = None) -> None:
+        """Paint a Cityscapes class in the style's colour for it, jittered per object."""
+        self.fill(polygons, label_id(name), _colour(self.rng, self.style.palette[name], jitter), instance)
+
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return (np.asarray(self.layers["colour"], dtype=np.float32), np.asarray(self.layers["label"]),
                 np.asarray(self.layers["instance"]).astype(np.int32), np.asarray(self.layers["anomaly"]).astype(bool))
+
+
+@dataclass(frozen=True)
+class _Road:
+    """Perspective of a straight road: horizon row, vanishing point, road and sidewalk half-widths at the bottom."""
+
+    height: int
+    width: int
+    horizon: float
+    vanish_x: float
+    half: float
+    side: float
+
+    def x_at(self, offset: float, y: float) -> float:
+        """x of the ground line that is ``offset`` px from the vanishing point at the bottom row."""
+        return self.vanish_x + offset * self.depth(y)
+
+    def depth(self, y: float) -> float:
+        """0 at the horizon, 1 at the bottom row: the perspective scale of objects standing at row y."""
+        return (y - self.horizon) / (self.height - self.horizon)
+
+    def row(self, fraction: float) -> float:
+        """The row ``fraction`` of the way from the horizon to the bottom."""
+        return self.horizon + (self.height - self.horizon) * fraction
 
 
 def _low_frequency(rng: np.random.Generator, height: int, width: int, cell: int) -> np.ndarray:
@@ -241,119 +274,143 @@ def _random_colour(rng: np.random.Generator) -> tuple[int, int, int]:
     return tuple(int(v) for v in rng.integers(20, 236, 3))
 
 
+def _draw_facades(canvas: _Canvas, road: _Road) -> None:
+    """Urban background: a distant skyline, facade blocks in perspective on both sides, street trees."""
+    rng, h, w, y_h, outer = canvas.rng, road.height, road.width, road.horizon, road.half + road.side
+    canvas.paint("sidewalk", [_rect(0, y_h, w, h)], 6)  # pavement up to the facades
+    for _ in range(int(rng.integers(4, 9))):
+        x0 = rng.uniform(0, w)
+        top, block_width = y_h - rng.uniform(0.03, 0.15) * h, rng.uniform(0.03, 0.1) * w
+        canvas.paint("building", [_rect(x0, top, x0 + block_width, y_h + 1)], 15)
+    for sign in (-1.0, 1.0):
+        x_far, border = road.vanish_x + sign * 0.015 * w, (0.0 if sign < 0 else float(w))
+        top_far, top_border = y_h - 0.06 * h, rng.uniform(0.0, 0.15) * h
+        edges = np.sort(np.concatenate([[x_far, border], rng.uniform(min(x_far, border), max(x_far, border), 4)]))
+        for xa, xb in zip(edges[:-1], edges[1:]):
+            jump = rng.uniform(-0.08, 0.08) * h  # each block has its own height
+            tops = [top_far + (top_border - top_far) * (x - x_far) / (border - x_far) + jump for x in (xa, xb)]
+            bottoms = [min(float(h), y_h + (x - road.vanish_x) / (sign * outer) * (h - y_h)) for x in (xa, xb)]
+            block = np.array([[xa, tops[0]], [xb, tops[1]], [xb, bottoms[1]], [xa, bottoms[0]], [xa, y_h]])
+            canvas.paint("building", [block], 20)
+        for _ in range(int(rng.integers(0, 3))):
+            y = road.row(rng.uniform(0.2, 0.8))
+            x, t = road.x_at(sign * outer * 1.05, y), road.depth(y)
+            canvas.paint("vegetation", [_ellipse(x, y - 0.45 * h * t, 0.12 * w * t, 0.2 * h * t),
+                                        _rect(x - 0.01 * w * t, y - 0.3 * h * t, x + 0.01 * w * t, y)], 12)
+
+
+def _draw_countryside(canvas: _Canvas, road: _Road) -> None:
+    """Rural background: a tree line on the horizon, terrain, a few large trees."""
+    rng, h, w, y_h = canvas.rng, road.height, road.width, road.horizon
+    xs = np.linspace(0, w, 24)
+    tops = y_h - rng.uniform(0.03, 0.12, xs.size) * h
+    canvas.paint("vegetation", [np.concatenate([np.stack([xs, tops], 1), [[w, y_h + 1], [0, y_h + 1]]])], 10)
+    canvas.paint("terrain", [_rect(0, y_h, w, h)], 10)
+    for _ in range(int(rng.integers(1, 4))):
+        y = road.row(rng.uniform(0.1, 0.6))
+        x, t = road.x_at(rng.choice([-1.0, 1.0]) * (road.half + road.side) * rng.uniform(1.2, 2.0), y), road.depth(y)
+        canvas.paint("vegetation", [_ellipse(x, y - 0.4 * h * t, 0.15 * w * t, 0.25 * h * t)], 10)
+
+
+class _Thing(NamedTuple):
+    y: float      # bottom row (depth order)
+    name: str     # Cityscapes class name, "pole" (with a sign) or "foreign" (a target-set anomaly)
+    x: float
+    size: float
+    shape: str
+
+
+def _place_things(rng: np.random.Generator, style: SceneStyle, road: _Road, void_objects: bool,
+                  foreign_objects: int) -> list[_Thing]:
+    """Cars and void/foreign objects on the road, people, poles and static objects beside it."""
+    half, side = road.half, road.side
+
+    def on_road(fraction: tuple[float, float]) -> tuple[float, float]:
+        y = road.row(rng.uniform(*fraction))
+        return y, road.x_at(rng.uniform(-0.6, 0.6) * half, y)
+
+    def beside_road(fraction: tuple[float, float], lateral: tuple[float, float]) -> tuple[float, float]:
+        y = road.row(rng.uniform(*fraction))
+        return y, road.x_at(rng.choice([-1.0, 1.0]) * (half + side * rng.uniform(*lateral)), y)
+
+    things = []
+    for _ in range(int(rng.integers(style.cars[0], style.cars[1] + 1))):
+        y, x = on_road((0.1, 0.9))
+        things.append(_Thing(y, "car", x, 0.7 * half * road.depth(y), "vehicle"))
+    for _ in range(int(rng.integers(style.people[0], style.people[1] + 1))):
+        y, x = beside_road((0.15, 0.9), (0.2, 0.8))
+        things.append(_Thing(y, "person", x, 0.1 * half * road.depth(y), "person"))
+    for _ in range(int(rng.integers(1, 4))):
+        y, x = beside_road((0.2, 0.95), (0.15, 0.15))
+        things.append(_Thing(y, "pole", x, road.depth(y), "pole"))
+    if void_objects:
+        for _ in range(int(rng.integers(1, 3))):
+            y, x = on_road((0.25, 0.95))
+            shape = str(rng.choice(["quadruped", "box", "board"]))  # animals, carts, boards
+            things.append(_Thing(y, "dynamic", x, 0.35 * half * road.depth(y), shape))
+        for _ in range(int(rng.integers(0, 3))):
+            y, x = beside_road((0.2, 0.95), (0.3, 0.8))
+            things.append(_Thing(y, "static", x, 0.12 * half * road.depth(y), "box"))
+    for _ in range(foreign_objects):
+        y, x = on_road((0.3, 0.95))
+        things.append(_Thing(y, "foreign", x, rng.uniform(0.25, 0.5) * half * road.depth(y),
+                             str(rng.choice(TARGET_ANOMALY_SHAPES))))
+    return sorted(things, key=lambda thing: thing.y)
+
+
+def _draw_things(canvas: _Canvas, road: _Road, things: list[_Thing]) -> None:
+    """Draw far to near so nearer things occlude; cars and persons get instance ids id * 1000 + k."""
+    rng, h, w = canvas.rng, road.height, road.width
+    counters = {"car": 0, "person": 0}
+    for thing in things:
+        if thing.name == "pole":
+            t, pole_width = thing.size, max(1.0, 0.008 * w * thing.size)
+            top, radius = thing.y - 0.6 * h * t, 0.03 * w * t
+            canvas.paint("pole", [_rect(thing.x - pole_width, top, thing.x + pole_width, thing.y)], 5)
+            sign_name = "traffic sign" if rng.random() < 0.7 else "traffic light"
+            round_sign = rng.random() < 0.5
+            sign = (_ellipse(thing.x, top, radius, radius) if round_sign
+                    else _rect(thing.x - radius, top - 2 * radius, thing.x + radius, top))
+            canvas.paint(sign_name, [sign], 10)
+            continue
+        polygons = shape_polygons(thing.shape, rng, thing.x, thing.y, max(thing.size, 2.0))
+        if thing.name in counters:
+            shadow = _ellipse(thing.x, thing.y, 0.55 * thing.size, 0.06 * thing.size)
+            canvas.fill([shadow], None, (25, 25, 25))
+            instance = label_id(thing.name) * 1000 + counters[thing.name]
+            counters[thing.name] += 1
+            canvas.paint(thing.name, polygons, 40 if thing.name == "car" else 30, instance)
+        elif thing.name == "foreign":
+            canvas.fill(polygons, label_id("unlabeled"), _random_colour(rng), anomaly=True)
+        else:
+            canvas.paint(thing.name, polygons, 30)
+
+
 def render_scene(rng: np.random.Generator, style: SceneStyle, height: int, width: int,
                  void_objects: bool = True, foreign_objects: int = 0) -> Scene:
     """One road scene of ``style``: labels, instances and a textured RGB image (see the module docstring)."""
-    h, w = height, width
-    ids = {name: label_id(name) for name in style.palette}
-    y_h = rng.uniform(*style.horizon) * h
-    x_v = w * (0.5 + rng.normal(0.0, 0.05))
-    half = rng.uniform(*style.road_half_width) * w
-    side = half * rng.uniform(0.35, 0.6)
-    canvas = _Canvas(h, w, style.palette["sky"])
-
-    def paint(name: str, polygons: list[Polygon], jitter: float = 8.0, instance: int | None = None) -> None:
-        canvas.fill(polygons, ids[name], _colour(rng, style.palette[name], jitter), instance)
-
-    def x_at(offset: float, y: float) -> float:
-        """x of the ground line that is ``offset`` px from the vanishing point at the bottom row."""
-        return x_v + offset * (y - y_h) / (h - y_h)
-
-    def depth(y: float) -> float:
-        return (y - y_h) / (h - y_h)
-
-    outer = half + side
-    if style.urban:
-        for _ in range(int(rng.integers(4, 9))):  # distant skyline
-            x0 = rng.uniform(0, w)
-            paint("building", [_rect(x0, y_h - rng.uniform(0.03, 0.15) * h, x0 + rng.uniform(0.03, 0.1) * w, y_h + 1)], 15)
-        for sign in (-1.0, 1.0):  # facades along both sides, split into blocks
-            x_far, border = x_v + sign * 0.015 * w, (0.0 if sign < 0 else float(w))
-            top_far, top_border = y_h - 0.06 * h, rng.uniform(0.0, 0.15) * h
-            edges = np.sort(np.concatenate([[x_far, border], rng.uniform(min(x_far, border), max(x_far, border), 4)]))
-            for xa, xb in zip(edges[:-1], edges[1:]):
-                def top(x: float, jump: float) -> float:
-                    return top_far + (top_border - top_far) * (x - x_far) / (border - x_far) + jump
-
-                def bottom(x: float) -> float:
-                    return min(float(h), y_h + (x - x_v) / (sign * outer) * (h - y_h))
-                jump = rng.uniform(-0.08, 0.08) * h
-                paint("building", [np.array([[xa, top(xa, jump)], [xb, top(xb, jump)], [xb, bottom(xb)], [xa, bottom(xa)],
-                                             [xa, y_h]])], 20)
-            for _ in range(int(rng.integers(0, 3))):  # street trees in front of the facades
-                y = y_h + (h - y_h) * rng.uniform(0.2, 0.8)
-                x, t = x_at(sign * outer * 1.05, y), depth(y)
-                paint("vegetation", [_ellipse(x, y - 0.45 * h * t, 0.12 * w * t, 0.2 * h * t), _rect(x - 0.01 * w * t, y - 0.3 * h * t, x + 0.01 * w * t, y)], 12)
-    else:
-        xs = np.linspace(0, w, 24)
-        tops = y_h - rng.uniform(0.03, 0.12, xs.size) * h
-        paint("vegetation", [np.concatenate([np.stack([xs, tops], 1), [[w, y_h + 1], [0, y_h + 1]]])], 10)
-        paint("terrain", [_rect(0, y_h, w, h)], 10)
-        for _ in range(int(rng.integers(1, 4))):
-            sign = rng.choice([-1.0, 1.0])
-            y = y_h + (h - y_h) * rng.uniform(0.1, 0.6)
-            x, t = x_at(sign * outer * rng.uniform(1.2, 2.0), y), depth(y)
-            paint("vegetation", [_ellipse(x, y - 0.4 * h * t, 0.15 * w * t, 0.25 * h * t)], 10)
-    paint("sidewalk", [np.array([[x_v - 1, y_h], [x_v + 1, y_h], [x_at(outer, h), h], [x_at(-outer, h), h]])], 6)
-    paint("road", [np.array([[x_v - 1, y_h], [x_v + 1, y_h], [x_at(half, h), h], [x_at(-half, h), h]])], 5)
-
-    # Things, drawn far to near so that nearer ones occlude.
-    things: list[tuple[float, str, float, float, str]] = []  # (y, label name, x, size, shape)
-    for _ in range(int(rng.integers(style.cars[0], style.cars[1] + 1))):
-        y = y_h + (h - y_h) * rng.uniform(0.1, 0.9)
-        things.append((y, "car", x_at(rng.uniform(-0.6, 0.6) * half, y), 0.7 * half * depth(y), "vehicle"))
-    for _ in range(int(rng.integers(style.people[0], style.people[1] + 1))):
-        y = y_h + (h - y_h) * rng.uniform(0.15, 0.9)
-        x = x_at(rng.choice([-1.0, 1.0]) * (half + side * rng.uniform(0.2, 0.8)), y)
-        things.append((y, "person", x, 0.1 * half * depth(y), "person"))
-    for _ in range(int(rng.integers(1, 4))):
-        y = y_h + (h - y_h) * rng.uniform(0.2, 0.95)
-        things.append((y, "pole", x_at(rng.choice([-1.0, 1.0]) * (half + side * 0.15), y), depth(y), "pole"))
-    if void_objects:
-        for _ in range(int(rng.integers(1, 3))):
-            y = y_h + (h - y_h) * rng.uniform(0.25, 0.95)
-            things.append((y, "dynamic", x_at(rng.uniform(-0.6, 0.6) * half, y), 0.35 * half * depth(y),
-                           str(rng.choice(["quadruped", "box", "board"]))))
-        for _ in range(int(rng.integers(0, 3))):
-            y = y_h + (h - y_h) * rng.uniform(0.2, 0.95)
-            x = x_at(rng.choice([-1.0, 1.0]) * (half + side * rng.uniform(0.3, 0.8)), y)
-            things.append((y, "static", x, 0.12 * half * depth(y), "box"))
-    for _ in range(foreign_objects):
-        y = y_h + (h - y_h) * rng.uniform(0.3, 0.95)
-        things.append((y, "foreign", x_at(rng.uniform(-0.6, 0.6) * half, y), rng.uniform(0.25, 0.5) * half * depth(y),
-                       str(rng.choice(TARGET_ANOMALY_SHAPES))))
-    counters = {"car": 0, "person": 0}
-    for y, name, x, size, kind in sorted(things, key=lambda thing: thing[0]):
-        if name == "pole":
-            t, pole_width = size, max(1.0, 0.008 * w * size)
-            top = y - 0.6 * h * t
-            paint("pole", [_rect(x - pole_width, top, x + pole_width, y)], 5)
-            sign_name = "traffic sign" if rng.random() < 0.7 else "traffic light"
-            radius = 0.03 * w * t
-            sign_shape = _ellipse(x, top, radius, radius) if rng.random() < 0.5 else _rect(x - radius, top - 2 * radius, x + radius, top)
-            paint(sign_name, [sign_shape], 10)
-            continue
-        polygons = shape_polygons(kind, rng, x, y, max(size, 2.0))
-        if name in counters:
-            canvas.fill([_ellipse(x, y, 0.55 * size, 0.06 * size)], None, (25, 25, 25))  # contact shadow
-            instance = ids[name] * 1000 + counters[name]
-            counters[name] += 1
-            paint(name, polygons, 40 if name == "car" else 30, instance)
-        elif name == "foreign":
-            canvas.fill(polygons, label_id("unlabeled"), _random_colour(rng), anomaly=True)
-        else:
-            paint(name, polygons, 30)
+    half = rng.uniform(*style.road_half_width) * width
+    road = _Road(height, width, horizon=rng.uniform(*style.horizon) * height,
+                 vanish_x=width * (0.5 + rng.normal(0.0, 0.05)), half=half, side=half * rng.uniform(0.35, 0.6))
+    canvas = _Canvas(rng, style, height, width)
+    (_draw_facades if style.urban else _draw_countryside)(canvas, road)
+    outer, y_h, x_v = road.half + road.side, road.horizon, road.vanish_x
+    for name, half_width, jitter in (("sidewalk", outer, 6), ("road", road.half, 5)):
+        canvas.paint(name, [np.array([[x_v - 1, y_h], [x_v + 1, y_h], [road.x_at(half_width, height), height],
+                                      [road.x_at(-half_width, height), height]])], jitter)
+    _draw_things(canvas, road, _place_things(rng, style, road, void_objects, foreign_objects))
     if rng.random() < style.ego_vehicle:
-        bonnet = _ellipse(w / 2, h * 1.05, 0.75 * w, rng.uniform(0.1, 0.16) * h, points=40)
-        paint("ego vehicle", [bonnet], 5)
+        canvas.paint("ego vehicle", [_ellipse(width / 2, height * 1.05, 0.75 * width,
+                                              rng.uniform(0.1, 0.16) * height, points=40)], 5)
     colour, label_ids, instance_ids, anomaly = canvas.arrays()
-    return Scene(_texture(rng, style, colour, label_ids, y_h, x_v), label_ids, instance_ids, anomaly)
+    return Scene(_texture(rng, style, colour, label_ids, road), label_ids, instance_ids, anomaly)
 
 
 def _texture(rng: np.random.Generator, style: SceneStyle, colour: np.ndarray, label_ids: np.ndarray,
-             y_h: float, x_v: float) -> np.ndarray:
+             road: _Road) -> np.ndarray:
     """Shade the flat colour layer: texture, windows, lane dashes, sky gradient, light, tint, fog, noise."""
     h, w = label_ids.shape
+    y_h = road.horizon
     yy, xx = np.ogrid[:h, :w]
     shade = 1.0 + style.blotch * (_low_frequency(rng, h, w, 24) + 0.5 * _low_frequency(rng, h, w, 6))
     windows = (label_ids == label_id("building")) & ((xx % 11) < 5) & ((yy % 13) < 6)
@@ -361,7 +418,8 @@ def _texture(rng: np.random.Generator, style: SceneStyle, colour: np.ndarray, la
     shade = shade * np.where(label_ids == label_id("sky"), 0.85 + 0.3 * np.clip(yy / max(y_h, 1.0), 0, 1), 1.0)
     rgb = colour * shade[..., None]
     t = np.clip((yy - y_h) / (h - y_h), 0.0, 1.0)
-    lane = (label_ids == label_id("road")) & (np.abs(xx - x_v) < 0.5 + 0.006 * w * t) & ((t * 18.0) % 1.0 < 0.5)
+    dashes = (np.abs(xx - road.vanish_x) < 0.5 + 0.006 * w * t) & ((t * 18.0) % 1.0 < 0.5)
+    lane = (label_ids == label_id("road")) & dashes
     rgb[lane] = 225.0
     rgb = rgb * style.light * np.asarray(style.tint, dtype=np.float32)
     fog = style.fog * np.clip(1.0 - (yy - y_h) / (0.7 * (h - y_h)), 0.0, 1.0)[..., None]
@@ -526,13 +584,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=200, help="Cityscapes source frames (both styles together)")
     parser.add_argument("--size", type=_parse_size, default=(256, 512), help="frame size HxW (default 256x512)")
     parser.add_argument("--coco-images", type=int, default=None, help="mini-COCO images (default max(8, frames/2))")
-    parser.add_argument("--target-frames", type=int, default=None, help="Fishyscapes target frames (default max(4, frames/4))")
+    parser.add_argument("--target-frames", type=int, default=None,
+                        help="Fishyscapes target frames (default max(4, frames/4))")
     args = parser.parse_args(argv)
     config = ProceduralConfig(args.frames, args.size, args.seed, args.coco_images, args.target_frames)
     manifest = generate(args.out, config)
     print(f"wrote {manifest['cityscapes_frames']} Cityscapes frames ({', '.join(manifest['source_styles'])}), "
           f"{manifest['target_frames']} Fishyscapes frames ({manifest['target_style']}) and "
-          f"{manifest['coco_images']} COCO images to {args.out}; prepare with --coco-min-size {manifest['coco_min_size']}")
+          f"{manifest['coco_images']} COCO images to {args.out}; "
+          f"prepare with --coco-min-size {manifest['coco_min_size']}")
     return 0
 
 
