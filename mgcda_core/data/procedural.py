@@ -22,10 +22,12 @@ same calls, so occlusion is consistent) and textured with vectorised numpy noise
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import NamedTuple
 
@@ -526,7 +528,7 @@ def _write_target_frame(root: Path, config: ProceduralConfig, index: int) -> str
     return name
 
 
-def _coco_item(config: ProceduralConfig, index: int) -> tuple[dict, np.ndarray, list[dict]]:
+def _write_coco_image(root: Path, config: ProceduralConfig, index: int) -> tuple[dict, list[dict]]:
     rng = np.random.default_rng([config.seed, 2, index])
     side = config.size[0]
     small = index % 7 == 3  # below coco_min_size: exercises the AnomalyMix size filter
@@ -536,28 +538,42 @@ def _coco_item(config: ProceduralConfig, index: int) -> tuple[dict, np.ndarray, 
     image, annotations = coco_image(rng, image_id, height, width, with_filtered=index % 5 == 1,
                                     first_annotation_id=100 * image_id)
     info = {"id": image_id, "file_name": f"{image_id:012d}.jpg", "height": height, "width": width}
-    return info, image, annotations
+    atomic_write_with(root / "train2017" / info["file_name"],
+                      lambda handle: Image.fromarray(image).save(handle, format="JPEG", quality=95))
+    return info, annotations
 
 
-def generate(out: str | os.PathLike[str], config: ProceduralConfig = ProceduralConfig()) -> dict:
-    """Write the mini Cityscapes, mini COCO and target Fishyscapes set under ``out``; return the manifest."""
+def _write_item(out: Path, config: ProceduralConfig, part: int, index: int) -> tuple[dict, list[dict]] | None:
+    """Item ``index`` of part 0 (Cityscapes), 1 (Fishyscapes target) or 2 (COCO, returns its JSON entries)."""
+    if part == 0:
+        _write_cityscapes_frame(out / "cityscapes", config, index)
+    elif part == 1:
+        _write_target_frame(out / "fishyscapes", config, index)
+    else:
+        return _write_coco_image(out / "coco", config, index)
+    return None
+
+
+def generate(out: str | os.PathLike[str], config: ProceduralConfig = ProceduralConfig(), workers: int = 1) -> dict:
+    """Write the mini Cityscapes, mini COCO and target Fishyscapes set under ``out``; return the manifest.
+
+    Items are independent (own seeds), so ``workers`` processes give the same bytes as one.
+    """
     out = Path(out)
-    jobs = config.frames + config.num_target_frames + config.num_coco_images
+    counts = (config.frames, config.num_target_frames, config.num_coco_images)
+    jobs = [(part, index) for part, count in enumerate(counts) for index in range(count)]
+    parts, indices = zip(*jobs)
     images, annotations = [], []
-    with tqdm(total=jobs, desc="procedural scenes", unit="img", file=sys.stderr) as progress:
-        for index in range(config.frames):
-            _write_cityscapes_frame(out / "cityscapes", config, index)
-            progress.update()
-        for index in range(config.num_target_frames):
-            _write_target_frame(out / "fishyscapes", config, index)
-            progress.update()
-        for index in range(config.num_coco_images):
-            info, image, image_annotations = _coco_item(config, index)
-            atomic_write_with(out / "coco" / "train2017" / info["file_name"],
-                              lambda handle, img=image: Image.fromarray(img).save(handle, format="JPEG", quality=95))
-            images.append(info)
-            annotations.extend(image_annotations)
-            progress.update()
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(workers))
+            results = pool.map(_write_item, repeat(out), repeat(config), parts, indices, chunksize=4)
+        else:
+            results = map(_write_item, repeat(out), repeat(config), parts, indices)
+        for result in tqdm(results, total=len(jobs), desc="procedural scenes", unit="img", file=sys.stderr):
+            if result is not None:  # COCO entries, in index order
+                images.append(result[0])
+                annotations.extend(result[1])
     atomic_write_json(out / "coco" / "annotations" / "instances_train2017.json",
                       {"info": {"description": "MGCDA procedural mini COCO", "version": "1.0"},
                        "licenses": [], "images": images, "annotations": annotations, "categories": _coco_categories()})
@@ -586,9 +602,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--coco-images", type=int, default=None, help="mini-COCO images (default max(8, frames/2))")
     parser.add_argument("--target-frames", type=int, default=None,
                         help="Fishyscapes target frames (default max(4, frames/4))")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="processes (default min(2, CPUs)); the output does not depend on it")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
     config = ProceduralConfig(args.frames, args.size, args.seed, args.coco_images, args.target_frames)
-    manifest = generate(args.out, config)
+    manifest = generate(args.out, config, args.workers)
     print(f"wrote {manifest['cityscapes_frames']} Cityscapes frames ({', '.join(manifest['source_styles'])}), "
           f"{manifest['target_frames']} Fishyscapes frames ({manifest['target_style']}) and "
           f"{manifest['coco_images']} COCO images to {args.out}; "
