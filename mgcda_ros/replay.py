@@ -25,12 +25,12 @@ from mgcda_core.evaluation.plots import write_curve_plots
 from mgcda_core.evaluation.report import write_metrics
 from mgcda_core.utils.atomic import atomic_write_json
 from mgcda_core.utils.images import write_png
-from mgcda_ros.bag_io import COMPRESSED, IMAGE, BagError, BagWriter, open_bag, stamp_ns
+from mgcda_ros.bag_io import COMPRESSED, IMAGE, BagWriter, open_bag, stamp_ns
 from mgcda_ros.conversions import RejectedImage, bgr_to_fields, label_from_image, mask_to_fields, message_to_rgb
 from mgcda_ros.conversions import score_to_fields
 from mgcda_ros.model_loading import ModelLoadError, load_detector
 from mgcda_ros.overlay import anomaly_mask, make_overlay
-from mgcda_ros.params import NodeParams, ParameterError
+from mgcda_ros.params import NodeParams
 
 SUMMARY_FILE = "replay.json"
 OUTPUT_TOPICS = ("anomaly_mask", "anomaly_score", "anomaly_overlay")
@@ -71,15 +71,14 @@ class _Evaluation:
 
 def replay(config: ReplayConfig, detector: Any = None) -> dict:
     """Replay ``config.bag``; returns the summary also written to ``out/replay.json`` (and metrics when GT exists)."""
-    detector = detector if detector is not None else load_detector(config.params)
     p = config.params
-    config.out.mkdir(parents=True, exist_ok=True)
     with open_bag(config.bag) as bag:
         image_type = bag.require_topic(config.image_topic, (IMAGE, COMPRESSED), "image")
-        gt_stamps: set[int] = set()
         if config.gt_topic:
             bag.require_topic(config.gt_topic, (IMAGE,), "ground-truth")
-            gt_stamps = {stamp_ns(msg) for _, _, msg in bag.messages([config.gt_topic])}
+        detector = detector if detector is not None else load_detector(p)  # after the cheap checks
+        config.out.mkdir(parents=True, exist_ok=True)
+        gt_stamps = {stamp_ns(msg) for _, _, msg in bag.messages([config.gt_topic])} if config.gt_topic else set()
         evaluation = _Evaluation(config.protocol, config.gallery) if config.gt_topic else None
         namespace = config.output_namespace.rstrip("/")
         out_topics = {name: f"{namespace}/{name}" if namespace else f"/{name}" for name in OUTPUT_TOPICS}
@@ -111,6 +110,8 @@ def replay(config: ReplayConfig, detector: Any = None) -> dict:
                     _frame(config, detector, writer, evaluation, out_topics, overlay_dir, counts, timestamp, msg,
                            pending_labels.pop(stamp, None))
                     bar.set_postfix(fps=f"{counts['frames'] / max(time.monotonic() - start, 1e-9):.2f}")
+            for timestamp, msg in pending_images.values():  # only if a mask's stamp repeats: score them anyway
+                _frame(config, detector, writer, evaluation, out_topics, overlay_dir, counts, timestamp, msg, None)
         except BaseException:
             if writer is not None:
                 writer.abort()
@@ -207,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         summary = replay(config_from_args(args))
-    except (BagError, ParameterError, ModelLoadError, RejectedImage) as err:
+    # bad bags/topics/parameters/masks (BagError, ParameterError, RejectedImage, MetricInputError are ValueErrors)
+    except (ValueError, ModelLoadError) as err:
         print(f"replay: error: {err}", file=sys.stderr)
         return 2
     print(f"replay: {summary['frames']} frames at {summary['fps']:.2f} fps -> {args.out.resolve()}")
