@@ -14,6 +14,7 @@ counts and anomaly-pixel ratios per domain.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -151,6 +152,25 @@ def prepare_domain(source: DomainSource, domain_root: Path, stages: torch.nn.Mod
     return summary
 
 
+# Settings that change the written bytes: a resumed run must use the same ones.
+OUTPUT_SETTINGS = ("split", "coco_split", "size", "seed", "coco_min_size", "void_anomaly_classes")
+
+
+def check_resume_settings(config: PrepareConfig) -> None:
+    """Record the output-defining settings in ``OUT/prepare.json``; refuse to resume with different ones."""
+    path = config.out / "prepare.json"
+    current = json.loads(json.dumps({key: getattr(config, key) for key in OUTPUT_SETTINGS}))
+    if path.is_file():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        changed = [f"{key}: {previous.get(key)} -> {current[key]}" for key in OUTPUT_SETTINGS
+                   if previous.get(key) != current[key]]
+        if changed:
+            raise ValueError(f"{config.out} was prepared with other settings ({'; '.join(changed)}); resuming would "
+                             f"mix them: use a new --out or the previous settings")
+    else:
+        atomic_write_json(path, current)
+
+
 def build_source(domain: str, config: PrepareConfig) -> DomainSource:
     """The VoidClass or AnomalyMix frame source for ``config``."""
     if domain == "voidclass":
@@ -166,6 +186,7 @@ def prepare(config: PrepareConfig, stages: torch.nn.Module | None = None) -> dic
     inference graph uses, so training inputs are computed exactly as deployment inputs.
     """
     sources = {domain: build_source(domain, config) for domain in config.domains}  # fail early on bad input
+    check_resume_settings(config)
     if stages is None:
         stages = InferenceStages.default()
     stages = stages.to(config.device).eval()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,14 @@ def test_rerun_skips_finished_frames_and_redoes_an_incomplete_one(prepared: tupl
     after = _mtimes(config.out)
     changed = {path for path in before if after[path] != before[path]}
     assert changed <= {victim.parent.parent / folder / victim.name for folder in LAYOUT_FOLDERS}
+
+
+def test_resuming_with_other_output_settings_is_refused(prepared: tuple[PrepareConfig, dict],
+                                                         stages: InferenceStages) -> None:
+    config, _ = prepared
+    with pytest.raises(ValueError, match=r"prepared with other settings \(seed: 2 -> 3; coco_min_size: \d+ -> 10\)"):
+        prepare(replace(config, seed=3, coco_min_size=10), stages)
+    assert json.loads((config.out / "prepare.json").read_text())["seed"] == 2
 
 
 def test_bad_inputs_fail_before_any_model_is_loaded(tmp_path: Path) -> None:
