@@ -75,12 +75,12 @@ def test_uncertainty_maps_module_in_unit_range_and_consistent():
 
 
 def test_vgg19_features_take_torchvision_layout_and_synboost_slices(tmp_path):
-    from torchvision.models import vgg19
+    from torchvision.models.vgg import cfgs, make_layers
 
     from mgcda_core.pipeline.perceptual import VGG19Features
 
     torch.manual_seed(0)
-    reference = vgg19(weights=None).features.eval()
+    reference = make_layers(cfgs["E"]).eval()  # = torchvision's vgg19().features
     state = {f"features.{k}": v for k, v in reference.state_dict().items() if int(k.split(".")[0]) < 30}
     state["classifier.0.weight"] = torch.zeros(1)  # a full torchvision file also has the classifier: ignored
     path = tmp_path / "vgg19.pth"

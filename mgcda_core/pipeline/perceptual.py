@@ -7,7 +7,8 @@ import os
 
 import torch
 from torch import nn
-from torchvision.models import vgg19
+from torchvision.models.vgg import cfgs as vgg_cfgs
+from torchvision.models.vgg import make_layers
 
 from mgcda_core.model.efficientnet_lite import load_efficientnet_lite0
 from mgcda_core.model.encoders import ImageNetToLite
@@ -22,7 +23,8 @@ class VGG19Features(FeaturePyramid):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__()
-        layers = vgg19(weights=None).features[: VGG19_SLICES[-1][1]]
+        # torchvision's vgg19().features (configuration "E") without building the 120M-parameter classifier
+        layers = make_layers(vgg_cfgs["E"])[: VGG19_SLICES[-1][1]]
         self.slices = nn.ModuleList(nn.Sequential(*layers[a:b]) for a, b in VGG19_SLICES)
         state = read_state_dict(path)
         # torchvision's file holds features.N.* and classifier.*; keep the features the slices use
