@@ -110,12 +110,9 @@ def to_uint8(values: torch.Tensor) -> np.ndarray:
 def write_frame(domain_root: Path, name: str, image: np.ndarray, label: np.ndarray, outputs: StageOutputs,
                 index: int) -> None:
     """Write the seven layout files of batch element ``index`` (each atomically)."""
-    semantic = outputs.semantic[index]
-    if int(semantic.max()) >= IGNORE_INDEX:
-        raise ValueError(f"{name}: semantic train ids up to {int(semantic.max())} do not fit the uint8 layout")
     write_png(domain_root / "original" / f"{name}.png", image)
     write_png(domain_root / "synthesis" / f"{name}.png", to_uint8(outputs.synthesis[index]).transpose(1, 2, 0))
-    write_png(domain_root / SEMANTIC_FOLDER / f"{name}.png", semantic.to(torch.uint8).cpu().numpy())
+    write_png(domain_root / SEMANTIC_FOLDER / f"{name}.png", outputs.semantic[index].to(torch.uint8).cpu().numpy())
     for channel, folder in enumerate(PRIOR_FOLDERS):
         write_png(domain_root / folder / f"{name}.png", to_uint8(outputs.uncertainty[index, channel]))
     write_png(domain_root / LABEL_FOLDER / f"{name}.png", label)

@@ -1,6 +1,6 @@
 """Deterministic procedural road scenes in the exact Cityscapes, COCO and Fishyscapes formats (SPEC §4).
 
-``python -m mgcda_core.data.procedural --out DIR --seed S [--frames N] [--size HxW]`` writes
+``python -m mgcda_core.data.procedural --out DIR --seed S [--frames N] [--size HxW] [--workers W]`` writes
 
 - ``DIR/cityscapes/``: ``leftImg8bit/train/<style>/<style>_<seq>_000019_leftImg8bit.png`` with ``gtFine`` labelIds
   (real Cityscapes label ids) and instanceIds (id * 1000 + k for car and person) — two source styles, one per city
