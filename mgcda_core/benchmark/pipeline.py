@@ -1,0 +1,107 @@
+"""Benchmark section "pipeline": per-stage latency, FLOPs and achieved FLOP/s of the torch inference path.
+
+Stages: pre-processing (1280x720 uint8 camera frame → network tensor), segmentation (embedded ESPNetv2),
+resynthesis (class-mean), uncertainty (entropy, softmax distance, EfficientNet-Lite0 perceptual difference),
+dissimilarity (DissimNetPrior with the vgg16 and efficientnet_lite0 encoders, untrained weights: same cost),
+post-processing (score resized back to 1280x720 + calibration). Achieved FLOP/s is compared with a float32
+matrix-multiply peak measured in the same run, same threads.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from mgcda_core.model.dissimilarity import DissimNetPrior
+from mgcda_core.pipeline.calibration import DEFAULT_CALIBRATION
+from mgcda_core.pipeline.detector import to_network_input
+from mgcda_core.pipeline.resynthesis import one_hot
+from mgcda_core.pipeline.stages import InferenceStages, imagenet_normalise
+from mgcda_core.utils.flops import count_flops
+
+CAMERA = (720, 1280)
+
+
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``fn`` in ms after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
+def matmul_peak(repeats: int, n: int = 1024) -> float:
+    """Measured float32 matmul throughput (FLOP/s) of an n x n product on this machine."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    ms = median_ms(lambda: torch.mm(a, b), repeats)
+    return 2.0 * n ** 3 / (ms / 1000.0)
+
+
+class _Call(torch.nn.Module):
+    """Wraps a callable so ``count_flops`` can run it."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.fn(*inputs)
+
+
+def run(quick: bool) -> list[dict]:
+    repeats = 3 if quick else 10
+    sizes = [(256, 512)] if quick else [(256, 512), (512, 1024)]
+    peak = matmul_peak(repeats)
+    stages = InferenceStages.default()
+    dissim_nets = {enc: DissimNetPrior(encoder=enc).eval() for enc in ("vgg16", "efficientnet_lite0")}
+    frame = np.random.default_rng(0).integers(0, 256, (*CAMERA, 3), dtype=np.uint8)
+    calibration = DEFAULT_CALIBRATION["max_logit"]
+    rows: list[dict] = []
+
+    def row(stage: str, size: tuple[int, int], ms: float, flops: int | None) -> None:
+        achieved = None if flops is None else flops / (ms / 1000.0)
+        rows.append({"stage": stage, "size": f"{size[0]}x{size[1]}", "backend": "torch", "ms": ms,
+                     "GFLOP": None if flops is None else flops / 1e9,
+                     "GFLOP/s": None if achieved is None else achieved / 1e9,
+                     "% of matmul peak": None if achieved is None else 100.0 * achieved / peak})
+
+    with torch.inference_mode():
+        for size in sizes:
+            image = torch.from_numpy(to_network_input(frame, size))
+            logits = stages.segmentation(image)
+            semantic = logits.argmax(1)
+            synthesis = stages.resynthesis(semantic, image)
+            probs = torch.softmax(logits, 1)
+            normalised, syn_normalised = imagenet_normalise(image), imagenet_normalise(synthesis)
+            prior = stages.uncertainty(probs, normalised, syn_normalised)
+            onehot = one_hot(semantic)
+            row("pre-processing", size, median_ms(lambda: to_network_input(frame, size), repeats), None)
+            row("segmentation", size, median_ms(lambda: stages.segmentation(image), repeats),
+                count_flops(stages.segmentation, image))
+            resynthesis = _Call(lambda s, x: stages.resynthesis(s, x))
+            row("resynthesis", size, median_ms(lambda: resynthesis(semantic, image), repeats),
+                count_flops(resynthesis, semantic, image))
+            row("uncertainty", size, median_ms(lambda: stages.uncertainty(probs, normalised, syn_normalised), repeats),
+                count_flops(stages.uncertainty, probs, normalised, syn_normalised))
+            for encoder, net in dissim_nets.items():
+                inputs = (normalised, syn_normalised, onehot, prior)
+                row(f"dissimilarity ({encoder})", size, median_ms(lambda: net(*inputs), repeats),
+                    count_flops(_Call(lambda *x: net(*x).logits), *inputs))
+            score = (-logits.amax(1, keepdim=True)).numpy()
+
+            def post() -> np.ndarray:
+                import cv2
+
+                return calibration(cv2.resize(score[0, 0], (CAMERA[1], CAMERA[0]), interpolation=cv2.INTER_LINEAR))
+
+            row("post-processing", size, median_ms(post, repeats), None)
+    rows.append({"stage": "matmul peak (1024^3 fp32)", "size": "-", "backend": "torch", "ms": None, "GFLOP": None,
+                 "GFLOP/s": peak / 1e9, "% of matmul peak": 100.0})
+    return rows
