@@ -118,9 +118,11 @@ def test_unknown_file_name_and_model_refused(tmp_path):
         load_segmentation("espnetv2", tmp_path / "espnetv2_s_2.0_city_1024x512.pth")
 
 
-@pytest.mark.parametrize("size", [(5, 7), (2, 3), (13, 29), (26, 58), (40, 90)])
-def test_matrix_adaptive_pool_equals_torch(size):
-    x = torch.randn(2, 3, 13, 29, dtype=torch.float64)
+@pytest.mark.parametrize("shape, size", [((13, 29), (5, 7)), ((13, 29), (2, 3)), ((13, 29), (13, 29)),
+                                         ((13, 29), (26, 58)), ((13, 29), (40, 90)), ((24, 48), (16, 32)),
+                                         ((24, 48), (12, 8)), ((33, 50), (22, 33)), ((4, 8), (5, 5))])
+def test_exportable_adaptive_pool_equals_torch(shape, size):
+    x = torch.randn(2, 3, *shape, dtype=torch.float64)
     torch.testing.assert_close(adaptive_avg_pool(x, size), F.adaptive_avg_pool2d(x, size))
 
 

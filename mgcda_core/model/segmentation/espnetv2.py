@@ -4,8 +4,9 @@ Written from the paper and the published weight layout (sacmehta/EdgeNets @ 2b23
 width s). Differences from the reference forward pass, none of which changes the numbers on its training sizes:
 - the input-reinforcement pyramid is pooled a fixed number of times per level (the reference loops until the
   heights match, which is the same count for any size, but is data-dependent Python control flow);
-- adaptive average pooling to sizes that do not divide the input is written as two small averaging matrices
-  (identical values to ``F.adaptive_avg_pool2d``; exportable to ONNX/TensorRT, which lack that op);
+- adaptive average pooling to sizes that do not divide the input is written with average pooling and a
+  constant row selection, or small averaging matrices (identical values to ``F.adaptive_avg_pool2d``;
+  exportable to ONNX/TensorRT, which lack that op);
 - decoder upsampling goes to the skip connection's size instead of ``scale_factor=2``.
 
 The Cityscapes files have 20 output channels: the 19 train ids followed by "background" (EdgeNets' ignore class).
@@ -100,21 +101,34 @@ class _Shuffle(nn.Module):
         return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
-def _averaging_matrix(size_in: int, size_out: int, like: torch.Tensor) -> torch.Tensor:
-    """size_out x size_in matrix whose rows average the bins of ``F.adaptive_avg_pool`` (start=floor, end=ceil)."""
-    i = torch.arange(size_out, device=like.device, dtype=like.dtype).unsqueeze(1)
-    j = torch.arange(size_in, device=like.device, dtype=like.dtype).unsqueeze(0)
-    start = torch.floor(i * size_in / size_out)
-    end = torch.ceil((i + 1) * size_in / size_out)
-    inside = ((j >= start) & (j < end)).to(like.dtype)
-    return inside / (end - start)
+def _pool_axis(x: torch.Tensor, axis: int, size_out: int) -> torch.Tensor:
+    """Adaptive average pooling of N x C x H x W along ``axis`` (-2 or -1) to ``size_out``, with PyTorch's bins
+    [floor(i·n/m), ceil((i+1)·n/m)). Equal-width bins (the common case) are an average pool, strided or
+    followed by a constant row selection; unequal bins fall back to an averaging matrix. Sizes are static, so
+    all of this exports to plain ONNX ops (AveragePool, Gather, MatMul)."""
+    size_in = int(x.shape[axis])
+    if size_in == size_out:
+        return x
+    starts = [i * size_in // size_out for i in range(size_out)]
+    ends = [-(-(i + 1) * size_in // size_out) for i in range(size_out)]
+    widths = {end - start for start, end in zip(starts, ends)}
+    if len(widths) == 1:
+        width = widths.pop()
+        kernel = (width, 1) if axis == -2 else (1, width)
+        if size_in % size_out == 0:
+            return F.avg_pool2d(x, kernel, kernel)
+        pooled = F.avg_pool2d(x, kernel, 1)
+        return pooled.index_select(axis, torch.tensor(starts, device=x.device))
+    start = torch.tensor(starts, device=x.device, dtype=x.dtype).unsqueeze(1)
+    end = torch.tensor(ends, device=x.device, dtype=x.dtype).unsqueeze(1)
+    j = torch.arange(size_in, device=x.device, dtype=x.dtype).unsqueeze(0)
+    matrix = ((j >= start) & (j < end)).to(x.dtype) / (end - start)  # size_out x size_in
+    return torch.matmul(matrix, x) if axis == -2 else torch.matmul(x, matrix.transpose(0, 1))
 
 
 def adaptive_avg_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``F.adaptive_avg_pool2d(x, size)`` as two matrix products (exportable for any pair of sizes)."""
-    rows = _averaging_matrix(x.shape[-2], size[0], x)
-    cols = _averaging_matrix(x.shape[-1], size[1], x)
-    return torch.matmul(torch.matmul(rows, x), cols.transpose(0, 1))
+    """``F.adaptive_avg_pool2d(x, size)`` for any pair of sizes, exportable to ONNX/TensorRT (which lack it)."""
+    return _pool_axis(_pool_axis(x, -2, size[0]), -1, size[1])
 
 
 class EESP(nn.Module):
