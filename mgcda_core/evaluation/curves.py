@@ -87,7 +87,8 @@ def auroc(curve: Curve) -> float:
 def fpr_at_tpr(curve: Curve, tpr_level: float = 0.95) -> tuple[float, float]:
     """(FPR, threshold) at the first threshold (from high to low) whose TPR >= ``tpr_level``.
 
-    Returns FPR 1.0 and threshold -inf when the level is never reached (SegmentMeIfYouCan's convention).
+    Returns FPR 1.0 and threshold -inf when the level is never reached (SegmentMeIfYouCan's convention); with
+    the "everything predicted" end point a curve always reaches TPR 1, so this applies to levels above 1 only.
     """
     full = curve.with_end_points()
     index = int(np.searchsorted(full.tpr, tpr_level, side="left"))
