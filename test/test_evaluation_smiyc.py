@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -102,3 +104,41 @@ def test_unknown_protocol_and_strategy() -> None:
         MetricAccumulator("pebal")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="percentiles"):
         MetricAccumulator("smiyc", bins="log")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("protocol,bins,max_bytes_per_frame", [
+    ("smiyc", "uniform", 100),              # fixed 4096-bin counts: nothing grows
+    ("smiyc", "percentiles", 40_000),       # <= 769 thresholds + 2 count vectors per frame
+])
+def test_binned_memory_does_not_grow_with_pixels(protocol: str, bins: str, max_bytes_per_frame: int) -> None:
+    rng = np.random.default_rng(0)
+    score = rng.random((256, 512))          # 1 MiB of float64 scores per frame
+    label = (rng.random((256, 512)) < 0.1).astype(np.uint8)
+    acc = MetricAccumulator(protocol, bins=bins)
+    acc.add(score, label)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(10):
+            acc.add(score, label)
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert retained <= 10 * max_bytes_per_frame + 20_000
+    assert acc.result()["num_images"] == 11
+
+
+def test_exact_protocol_keeps_the_labelled_scores() -> None:
+    """The counterpart of the test above: Fishyscapes' exact mode retains every labelled pixel's score."""
+    score = np.random.default_rng(0).random((256, 512)).astype(np.float32)
+    label = np.zeros((256, 512), np.uint8)
+    acc = MetricAccumulator("fishyscapes")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(3):
+            acc.add(score, label)
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert retained >= 3 * score.size * 5 * 0.9  # float32 score + bool label per pixel
