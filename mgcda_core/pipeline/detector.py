@@ -7,7 +7,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from mgcda_core.constants import DEFAULT_INPUT_SIZE
 from mgcda_core.model.segmentation import DEFAULT_WEIGHTS

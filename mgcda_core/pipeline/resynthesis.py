@@ -24,9 +24,9 @@ def one_hot(semantic: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Ten
 def class_mean_colours(image: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
     """Per image and class, the mean RGB of the image's pixels of that class → N x C x 3 (0 for absent classes).
 
-    Scatter-mean written as two matrix products over the one-hot map (no loop over pixels or classes).
+    Scatter-mean written as a batched matrix product over the one-hot map (no loop over pixels or classes).
     """
-    sums = torch.einsum("nchw,nkhw->nck", onehot, image)
+    sums = torch.matmul(onehot.flatten(2), image.flatten(2).transpose(1, 2))
     counts = onehot.sum((2, 3)).unsqueeze(-1)
     return sums / counts.clamp_min(1.0)
 
@@ -54,7 +54,9 @@ class ClassMeanResynthesis(nn.Module):
 
     def forward(self, semantic: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         onehot = one_hot(semantic, self.num_classes)
-        synthesis = torch.einsum("nck,nchw->nkhw", class_mean_colours(image, onehot), onehot)
+        # each pixel picks its class's colour: (N x 3 x C) @ (N x C x HW)
+        colours = class_mean_colours(image, onehot).transpose(1, 2)
+        synthesis = torch.matmul(colours, onehot.flatten(2)).view(image.shape)
         if self.smooth > 1:
             synthesis = F.avg_pool2d(synthesis, self.smooth, 1, self.smooth // 2, count_include_pad=False)
         return synthesis
