@@ -8,6 +8,7 @@ backlog. Counters and latency percentiles go to /diagnostics at 1 Hz.
 
 from __future__ import annotations
 
+import array
 import sys
 import threading
 import time
@@ -184,7 +185,11 @@ class AnomalyNode(Node):
         out.header = header
         out.height, out.width, out.encoding = fields.height, fields.width, fields.encoding
         out.is_bigendian, out.step = fields.is_bigendian, fields.step
-        out.data = fields.data.tobytes()
+        # array.array is rclpy's native type for uint8[]: filling one from the numpy buffer is one memcpy,
+        # where assigning bytes costs an extra conversion (~1 ms per 1280x720 image)
+        data = array.array("B")
+        data.frombytes(fields.data)
+        out.data = data
         publisher.publish(out)
 
     # -- diagnostics ----------------------------------------------------------------------------------------------

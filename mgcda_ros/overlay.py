@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 #: tint colour (RGB): saturated orange-red, readable on grey roads and green verges.
@@ -24,8 +25,12 @@ def make_overlay(rgb: np.ndarray, mask: np.ndarray, alpha: float, tint: tuple[in
         raise ValueError(f"mask shape {mask.shape} does not match image shape {rgb.shape[:2]}")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha {alpha} is outside [0, 1]")
-    bgr = rgb[:, :, ::-1].copy()
-    tint_bgr = np.asarray(tint[::-1], dtype=np.float32)
-    blended = (1.0 - alpha) * bgr[mask].astype(np.float32) + alpha * tint_bgr
-    bgr[mask] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    # OpenCV throughout (SIMD): numpy's strided flip, fill and masked copy took ~60 ms at 1280x720.
+    # One affine colour transform both blends and swaps RGB -> BGR (a single rounding, saturated).
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    keep = 1.0 - alpha
+    matrix = np.array([[0.0, 0.0, keep, alpha * tint[2]],
+                       [0.0, keep, 0.0, alpha * tint[1]],
+                       [keep, 0.0, 0.0, alpha * tint[0]]])
+    cv2.copyTo(cv2.transform(rgb, matrix), np.ascontiguousarray(mask).view(np.uint8), bgr)
     return bgr

@@ -38,7 +38,7 @@ class NodeParams:
     input_width: int = 512
     input_height: int = 256
     #: anomaly score; dissimilarity/ensemble need a trained model_path, the others are training-free
-    score: str = "entropy"
+    score: str = "max_logit"
     #: mask threshold on the calibrated score in [0, 1] (mask = score >= threshold)
     threshold: float = 0.5
     overlay_alpha: float = 0.5

@@ -7,6 +7,7 @@ a message) with a deadline, never a fixed sleep.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 LOCALHOST = "LOCALHOST"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 NODE_COMMAND = (sys.executable, "-m", "mgcda_ros.node")
 
 
@@ -48,6 +50,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, poll: fl
         time.sleep(poll)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the parent dies, so a killed test run leaves no node behind."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class NodeProcess:
     """``anomaly_node`` in a subprocess with parameters from a YAML file written beside its log."""
 
@@ -59,7 +67,8 @@ class NodeProcess:
         self.log_path = workdir / "anomaly_node.log"
         self._log = open(self.log_path, "wb")  # a file, not a pipe: a full pipe would block the node
         self.process = subprocess.Popen([*command, "--ros-args", "--params-file", str(self.params_file), *ros_args],
-                                        env=ros_env(domain_id), stdout=self._log, stderr=subprocess.STDOUT)
+                                        env=ros_env(domain_id), stdout=self._log, stderr=subprocess.STDOUT,
+                                        preexec_fn=_die_with_parent)
 
     def output(self) -> str:
         if not self._log.closed:

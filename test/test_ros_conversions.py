@@ -142,7 +142,9 @@ def test_overlay_tints_only_anomalous_pixels():
     out = make_overlay(RGB, mask, 0.25)
     expected = RGB.astype(np.float64)
     expected[mask] = 0.75 * expected[mask] + 0.25 * np.array(TINT_RGB)
-    np.testing.assert_array_equal(out, np.rint(expected).astype(np.uint8)[:, :, ::-1])
+    # equation within rounding (OpenCV computes in float32); untouched pixels exactly equal
+    assert np.abs(out.astype(int) - np.rint(expected)[:, :, ::-1]).max() <= 1
+    np.testing.assert_array_equal(out[~mask], RGB[~mask][:, ::-1])
     with pytest.raises(ValueError, match="alpha"):
         make_overlay(RGB, mask, 1.5)
 
