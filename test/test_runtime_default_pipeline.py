@@ -1,0 +1,81 @@
+"""The default training-free pipeline exported with ``python -m mgcda_core.export`` (no arguments but --onnx) runs
+the same under PyTorch and ONNX Runtime, at graph level and through the Detector."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from mgcda_core.export.__main__ import main
+from mgcda_core.pipeline.detector import Detector, build_graph
+from mgcda_core.runtime.factory import make_runtime
+from mgcda_core.runtime.onnx_runtime import OnnxRuntime
+from mgcda_core.runtime.torch_runtime import TorchRuntime
+
+SUPPORTED_OPS_FILE = Path(__file__).resolve().parents[1] / "mgcda_core" / "export" / "tensorrt_supported_ops.txt"
+
+
+@pytest.fixture(scope="module")
+def default_onnx(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("default") / "default.onnx"
+    assert main(["--onnx", str(path)]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def torch_runtime() -> TorchRuntime:
+    return TorchRuntime(build_graph("max_logit"), "cpu")
+
+
+def test_written_atomically_with_a_sidecar(default_onnx: Path) -> None:
+    assert sorted(p.name for p in default_onnx.parent.iterdir()) == ["default.onnx", "default.onnx.json"]
+    model = onnx.load(str(default_onnx))
+    sidecar = json.loads(default_onnx.with_name("default.onnx.json").read_text())
+    (graph_input,) = model.graph.input
+    (graph_output,) = model.graph.output
+    assert sidecar["inputs"] == [{"name": graph_input.name, "dtype": "float32",
+                                  "shape": [d.dim_value for d in graph_input.type.tensor_type.shape.dim]}]
+    assert sidecar["inputs"][0]["name"] == "image" and sidecar["inputs"][0]["shape"] == [1, 3, 256, 512]
+    assert sidecar["outputs"][0]["name"] == graph_output.name == "score"
+    assert sidecar["outputs"][0]["shape"] == [1, 1, 256, 512]
+    assert sidecar["opset"] == [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")][0] == 17
+    assert sidecar["description"]["score"] == "max_logit" and sidecar["description"]["checkpoint"] is None
+    assert sidecar["max_abs_diff_onnxruntime_vs_torch"] <= 1e-4
+
+
+def test_every_operator_is_in_the_tensorrt_list(default_onnx: Path) -> None:
+    supported = {line.strip() for line in SUPPORTED_OPS_FILE.read_text().splitlines()
+                 if line.strip() and not line.startswith("#")}
+    model = onnx.load(str(default_onnx))
+    used = {node.op_type for node in model.graph.node}
+    assert used <= supported, used - supported
+    assert {node.domain for node in model.graph.node} <= {""}
+
+
+def test_onnxruntime_matches_torch_at_256x512(default_onnx: Path, torch_runtime: TorchRuntime) -> None:
+    image = np.random.default_rng(11).random((1, 3, 256, 512), dtype=np.float32)
+    onnx_runtime = OnnxRuntime(default_onnx)
+    expected, actual = torch_runtime.run(image), onnx_runtime.run(image)
+    assert actual.shape == expected.shape == (1, 1, 256, 512)
+    assert expected.std() > 0.1  # a real score map, not a constant
+    assert np.abs(actual - expected).max() <= 1e-4
+
+
+def test_detectors_agree_across_runtimes(default_onnx: Path, torch_runtime: TorchRuntime, caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="mgcda_core.runtime.factory"):
+        chosen = make_runtime("auto", default_onnx, "cpu")
+    assert chosen.name == "onnxruntime"
+    assert any("auto -> onnxruntime" in r.getMessage() and "tensorrt:" in r.getMessage() for r in caplog.records)
+    rgb = np.random.default_rng(3).integers(0, 256, (300, 500, 3), dtype=np.uint8)  # not the network size
+    by_torch = Detector(torch_runtime, "max_logit")
+    by_onnx = Detector(chosen, "max_logit")
+    raw_torch, raw_onnx = by_torch.raw_score(rgb), by_onnx.raw_score(rgb)
+    assert raw_torch.shape == raw_onnx.shape == (300, 500)
+    assert np.abs(raw_torch - raw_onnx).max() <= 1e-4
+    assert np.abs(by_torch(rgb) - by_onnx(rgb)).max() <= 1e-4
+    assert by_onnx.info["backend"] == "onnxruntime"
