@@ -95,3 +95,20 @@ def test_aborted_bag_leaves_nothing(tmp_path: Path):
         with BagWriter(tmp_path / "bag", {"/x": IMAGE}):
             raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_bag_holds_the_shipped_frames_and_masks(tmp_path: Path):
+    from mgcda_core.data.eval_sets import road_anomaly
+    from mgcda_ros.conversions import label_from_image
+    from mgcda_ros.demo import ASSETS, GT_TOPIC, IMAGE_TOPIC, build_demo_bag
+
+    frames = road_anomaly(ASSETS)
+    assert build_demo_bag(tmp_path / "demo", ASSETS) == len(frames) >= 3
+    with open_bag(tmp_path / "demo") as bag:
+        assert bag.topics() == {IMAGE_TOPIC: (COMPRESSED, len(frames)), GT_TOPIC: (IMAGE, len(frames))}
+        images = [m for _, _, m in bag.messages([IMAGE_TOPIC])]
+        labels = [label_from_image(m) for _, _, m in bag.messages([GT_TOPIC])]
+    for index, (image, label) in enumerate(zip(images, labels)):
+        assert bytes(image.data) == frames.frames[index].image_path.read_bytes()  # the JPEG as shipped
+        np.testing.assert_array_equal(label, frames[index].label)  # RoadAnomaly 2 -> 1
+        assert set(np.unique(label)) <= {0, 1}
