@@ -1,0 +1,165 @@
+"""ONNX export and static checks on small torch modules: TensorRT operator support, input/output contract,
+parameter counting, dynamic shapes, and the float16 conversion used for TensorRT 11."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto, helper
+
+from mgcda_core.export.onnx_checks import (
+    check_io,
+    check_tensorrt_compatible,
+    exported_parameter_count,
+    load_supported_ops,
+    tensorrt_problems,
+)
+from mgcda_core.export.onnx_export import ExportConfig, export_onnx, export_to_proto, fp32_noise_floor
+from mgcda_core.export.tensorrt_builder import to_mixed_precision
+
+SMALL = ExportConfig(height=64, width=128)
+
+
+class TinyScorer(torch.nn.Module):
+    """image -> N x 1 x H x W: downsample, conv + BatchNorm + PReLU, upsample (ops the real pipeline uses)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.act = torch.nn.PReLU(8)
+        self.head = torch.nn.Conv2d(8, 1, 1)
+        with torch.no_grad():  # non-trivial BatchNorm statistics, so folding mistakes would show
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(image, scale_factor=0.5, mode="bilinear", align_corners=False)
+        x = self.head(self.act(self.bn(self.conv(x))))
+        return torch.sigmoid(F.interpolate(x, size=image.shape[2:], mode="bilinear", align_corners=False))
+
+
+class UsesUnique(torch.nn.Module):
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return image[:, :1] * torch.unique(image).numel()
+
+
+def make_model(op: str = "Relu", input_name: str = "image", channels: int = 3, extra_output: bool = False,
+               opset: int = 17, **attributes) -> onnx.ModelProto:
+    """A one-node ONNX model built by hand."""
+    x = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [1, channels, 64, 128])
+    y = helper.make_tensor_value_info("score", TensorProto.FLOAT, None)
+    nodes = [helper.make_node(op, [input_name], ["score"], name=f"the_{op}", **attributes)]
+    outputs = [y]
+    if extra_output:
+        nodes.append(helper.make_node("Identity", [input_name], ["copy"]))
+        outputs.append(helper.make_tensor_value_info("copy", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "g", [x], outputs)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_supported_list_is_parsed_with_its_source_header() -> None:
+    supported = load_supported_ops()
+    assert supported.tensorrt_version == "10.15"
+    assert (supported.opset_min, supported.opset_max) == (9, 24)
+    assert {"Conv", "ConvTranspose", "InstanceNormalization", "Resize", "Selu", "PRelu"} <= supported.ops
+    assert not {"Unique", "SequenceAt", "ConvInteger"} & supported.ops  # "N" rows of the matrix
+    header = Path(load_supported_ops.__defaults__[0]).read_text().splitlines()[:6]
+    assert any("onnx/onnx-tensorrt" in line for line in header) and any("docs/operators.md" in line for line in header)
+
+
+def test_unsupported_operator_and_attributes_are_named() -> None:
+    assert tensorrt_problems(make_model("Relu")) == []
+    problems = tensorrt_problems(make_model("Unique"))
+    assert len(problems) == 1 and "Unique (x1)" in problems[0]
+    with pytest.raises(ValueError, match="Unique"):
+        check_tensorrt_compatible(make_model("Unique"))
+    cubic = tensorrt_problems(make_model("Resize", mode="cubic"))
+    assert any("'the_Resize'" in p and "cubic" in p for p in cubic)
+    assert any("opset 7" in p for p in tensorrt_problems(make_model("Relu", opset=7)))
+
+
+def test_export_refuses_a_graph_tensorrt_cannot_parse(tmp_path: Path) -> None:
+    path = tmp_path / "unique.onnx"
+    with pytest.raises(ValueError, match="Unique"):
+        export_onnx(UsesUnique(), path, SMALL)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (make_model(input_name="input.1"), "'input.1'.*expected exactly one named 'image'"),
+        (make_model(channels=1), r"'image' is float32 \[1, 1, 64, 128\], expected float32 N x 3 x H x W"),
+        (make_model(extra_output=True), "expected one float32 output"),
+    ],
+)
+def test_input_output_contract_is_enforced_by_name(model: onnx.ModelProto, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_io(model)
+
+
+def test_fixed_size_mismatch_is_refused() -> None:
+    with pytest.raises(ValueError, match="expected H x W = 256 x 512"):
+        check_io(make_model(), size=(256, 512))
+
+
+def test_export_keeps_parameters_and_matches_torch(tmp_path: Path) -> None:
+    graph = TinyScorer().eval()
+    report = export_onnx(graph, tmp_path / "tiny.onnx", SMALL)
+    model = onnx.load(str(tmp_path / "tiny.onnx"))
+    names = [name for name, _ in graph.named_parameters()]
+    assert exported_parameter_count(model, names) == sum(p.numel() for p in graph.parameters()) == (3 * 9 * 8 + 8) + 2 * 8 + 8 + (8 + 1)
+    with pytest.raises(ValueError, match="absent from the ONNX initializers"):
+        exported_parameter_count(model, names + ["not.a.parameter"])
+    image = np.random.default_rng(0).random((1, 3, 64, 128), dtype=np.float32)
+    (onnx_out,) = ort.InferenceSession(str(tmp_path / "tiny.onnx")).run(None, {"image": image})
+    with torch.no_grad():
+        assert np.abs(onnx_out - graph(torch.from_numpy(image)).numpy()).max() <= 1e-5
+    assert report.max_abs_diff_onnxruntime_vs_torch <= 1e-5 and report.noise_floor is None
+
+
+def test_dynamic_export_runs_at_other_sizes() -> None:
+    graph = TinyScorer().eval()
+    model = export_to_proto(graph, ExportConfig(height=64, width=128, dynamic=True))
+    spec, _ = check_io(model)
+    assert all(isinstance(d, str) for d in (spec.shape[0], spec.shape[2], spec.shape[3]))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for shape in ((1, 3, 64, 128), (2, 3, 96, 160)):
+        image = np.random.default_rng(1).random(shape, dtype=np.float32)
+        (out,) = session.run(None, {"image": image})
+        with torch.no_grad():
+            assert np.abs(out - graph(torch.from_numpy(image)).numpy()).max() <= 1e-5
+
+
+def test_export_config_refuses_sizes_the_pipeline_cannot_take() -> None:
+    with pytest.raises(ValueError, match="multiples of 32"):
+        ExportConfig(height=250, width=512)
+
+
+def test_noise_floor_is_zero_without_convolutions_and_small_with_them() -> None:
+    image = np.random.default_rng(2).random((1, 3, 64, 128), dtype=np.float32)
+    assert fp32_noise_floor(UsesUnique().eval(), image) == 0.0
+    assert 0.0 <= fp32_noise_floor(TinyScorer().eval(), image) < 1e-5
+
+
+def test_mixed_precision_conversion_for_tensorrt_11() -> None:
+    graph = TinyScorer().eval()
+    model = export_to_proto(graph, SMALL)
+    half = to_mixed_precision(model)
+    check_io(half)  # still float32 in and out
+    types = {init.name: init.data_type for init in half.graph.initializer}
+    assert types["conv.weight"] == types["head.weight"] == TensorProto.FLOAT16
+    assert tensorrt_problems(half) == []
+    image = np.random.default_rng(4).random((1, 3, 64, 128), dtype=np.float32)
+    (out,) = ort.InferenceSession(half.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"image": image})
+    with torch.no_grad():
+        expected = graph(torch.from_numpy(image)).numpy()
+    assert out.dtype == np.float32
+    assert 0 < np.abs(out - expected).max() <= 5e-3  # float16 rounding, not float32 agreement
