@@ -3,6 +3,10 @@ parameter counting, dynamic shapes, and the float16 conversion used for TensorRT
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper
 
+from mgcda_core.export.__main__ import main
 from mgcda_core.export.onnx_checks import (
     check_io,
     check_tensorrt_compatible,
@@ -21,7 +26,7 @@ from mgcda_core.export.onnx_checks import (
     tensorrt_problems,
 )
 from mgcda_core.export.onnx_export import ExportConfig, export_onnx, export_to_proto, fp32_noise_floor
-from mgcda_core.export.tensorrt_builder import to_mixed_precision
+from mgcda_core.export.tensorrt_builder import BuildConfig, profile_for, to_mixed_precision
 
 SMALL = ExportConfig(height=64, width=128)
 
@@ -163,3 +168,42 @@ def test_mixed_precision_conversion_for_tensorrt_11() -> None:
         expected = graph(torch.from_numpy(image)).numpy()
     assert out.dtype == np.float32
     assert 0 < np.abs(out - expected).max() <= 5e-3  # float16 rounding, not float32 agreement
+
+
+def test_export_is_deterministic_across_processes(tmp_path: Path) -> None:
+    """Engine-cache keys hash the ONNX bytes, so exporting the same graph twice must give the same bytes."""
+    graph = TinyScorer().eval()
+    torch.save(graph.state_dict(), tmp_path / "tiny.pt")
+    script = (
+        "import hashlib, sys, torch; sys.path.insert(0, sys.argv[1]);"
+        "from test_export_checks import TinyScorer, SMALL;"
+        "from mgcda_core.export.onnx_export import export_to_proto;"
+        "g = TinyScorer(); g.load_state_dict(torch.load(sys.argv[2], weights_only=True));"
+        "print(hashlib.sha256(export_to_proto(g.eval(), SMALL).SerializeToString()).hexdigest())"
+    )
+    other = subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent), str(tmp_path / "tiny.pt")],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    here = hashlib.sha256(export_to_proto(graph, SMALL).SerializeToString()).hexdigest()
+    assert other == here
+
+
+def test_engine_profile_from_the_onnx_shape() -> None:
+    fixed = export_to_proto(TinyScorer().eval(), SMALL)
+    assert profile_for(fixed, 256, 512) == ((1, 3, 64, 128),) * 3  # a fixed ONNX wins over the requested size
+    dynamic = export_to_proto(TinyScorer().eval(), ExportConfig(height=64, width=128, dynamic=True))
+    assert profile_for(dynamic, 256, 512, 512, 1024) == ((1, 3, 32, 32), (1, 3, 256, 512), (1, 3, 512, 1024))
+    with pytest.raises(ValueError, match="min <= opt <= max"):
+        BuildConfig(min_shape=(1, 3, 64, 64), opt_shape=(1, 3, 32, 32), max_shape=(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="precision"):
+        BuildConfig(precision="int8")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available(),
+                    reason="TensorRT and a GPU are present: the engine would be built")
+def test_build_only_without_tensorrt_fails_with_one_clear_message(tmp_path: Path, capsys) -> None:
+    onnx.save(export_to_proto(TinyScorer().eval(), SMALL), str(tmp_path / "tiny.onnx"))
+    code = main(["--onnx", str(tmp_path / "tiny.onnx"), "--engine", str(tmp_path / "tiny.engine"), "--build-only"])
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("error:") == 1
+    assert "TensorRT is not installed" in error or "needs a CUDA GPU" in error
+    assert not (tmp_path / "tiny.engine").exists()

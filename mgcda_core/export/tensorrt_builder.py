@@ -31,6 +31,7 @@ from mgcda_core.utils.atomic import atomic_write_bytes
 LOG = logging.getLogger(__name__)
 
 DEFAULT_WORKSPACE_BYTES = 1 << 30
+MIN_DYNAMIC_SIZE = 32  # smallest H and W of a dynamic engine's profile (the perceptual pyramid's stride)
 
 # Kept in float32 by the 11.x mixed-precision conversion: reductions, normalisations and exponentials whose
 # range or accumulated error does not fit float16 (entropy, softmax, per-image min/max normalisation).
@@ -123,13 +124,10 @@ def profile_for(model: onnx.ModelProto, height: int, width: int,
     if all(fixed):
         shape = (batch, 3, int(spec.shape[2]), int(spec.shape[3]))
         return shape, shape, shape
+    smallest = (batch, 3, MIN_DYNAMIC_SIZE, MIN_DYNAMIC_SIZE)
     opt = (batch, 3, height, width)
     largest = (batch, 3, max_height or height, max_width or width)
-    return opt, opt, largest
-
-
-class _ParserErrors(RuntimeError):
-    pass
+    return smallest, opt, largest
 
 
 def build_serialized_engine(onnx_bytes: bytes, config: BuildConfig) -> bytes:
@@ -150,7 +148,7 @@ def build_serialized_engine(onnx_bytes: bytes, config: BuildConfig) -> bytes:
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise _ParserErrors("TensorRT's ONNX parser refused the model: " + " | ".join(errors))
+        raise RuntimeError("TensorRT's ONNX parser refused the model: " + " | ".join(errors))
     builder_config = builder.create_builder_config()
     builder_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_bytes)
     if config.precision == "fp16" and not strongly_typed:
