@@ -1,14 +1,20 @@
-"""Builds the detector the node, replay and demo run, from the node's parameters (one code path for all three)."""
+"""Builds the detector the node, replay and demo run, from the node's parameters (one code path for all three).
+
+The inference graph (embedded ESPNetv2 front half, plus the trained dissimilarity network of an mgcda checkpoint)
+or an exported ``.onnx``/``.engine`` file runs on the runtime named by ``backend`` (``mgcda_core.runtime``'s
+``make_runtime``; ``auto`` picks the fastest available).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from mgcda_core.pipeline.detector import Detector
+from mgcda_core.pipeline.detector import Detector, build_graph
+from mgcda_core.runtime.factory import DEFAULT_ENGINE_CACHE, RuntimeOptions, make_runtime
 from mgcda_ros.params import NodeParams
 
-#: model files the torch runtime reads (mgcda checkpoints); ONNX graphs and engines need their runtimes.
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+EXPORTED_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
 
 
 class ModelLoadError(RuntimeError):
@@ -16,29 +22,33 @@ class ModelLoadError(RuntimeError):
 
 
 def load_detector(params: NodeParams) -> Detector:
-    """``Detector.default`` (embedded weights) when ``model_path`` is empty, else the trained model it names."""
+    """Embedded default when ``model_path`` is empty, else the checkpoint or exported graph it names."""
     size = (params.input_height, params.input_width)
-    if params.backend not in ("auto", "torch"):
-        raise ModelLoadError(f"backend {params.backend!r} is not available in this build: use backend 'torch' or "
-                             "'auto' with an mgcda checkpoint")
-    if not params.model_path:
-        try:
-            return Detector.default(score=params.score, input_size=size, device=params.device)
-        except Exception as err:  # e.g. CUDA requested but absent, SML statistics missing
-            raise ModelLoadError(f"cannot build the embedded default detector: {type(err).__name__}: {err}") from None
-    path = Path(params.model_path).expanduser()
-    if not path.is_file():
-        raise ModelLoadError(f"model file not found: {path} (parameter model_path)")
-    if path.suffix not in CHECKPOINT_SUFFIXES:
-        raise ModelLoadError(f"model file {path}: expected an mgcda checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}) for "
-                             f"backend {params.backend!r}")
+    options = RuntimeOptions(precision=params.precision, input_size=size,
+                             engine_cache_dir=Path(params.engine_cache_dir).expanduser() if params.engine_cache_dir
+                             else DEFAULT_ENGINE_CACHE)
+    path = Path(params.model_path).expanduser() if params.model_path else None
+    if path is not None:
+        if not path.is_file():
+            raise ModelLoadError(f"model file not found: {path} (parameter model_path)")
+        if path.suffix.lower() not in CHECKPOINT_SUFFIXES + EXPORTED_SUFFIXES:
+            raise ModelLoadError(f"model file {path}: expected an mgcda checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}) "
+                                 f"or an exported graph ({', '.join(EXPORTED_SUFFIXES)})")
     try:
-        return Detector.from_checkpoint(path, score=params.score, input_size=size, device=params.device)
-    except Exception as err:  # any failure to read the file is reported once, on one line, naming it once
-        raise ModelLoadError(f"cannot load model file {path}: {_one_line(err, path)}") from None
+        if path is not None and path.suffix.lower() in EXPORTED_SUFFIXES:
+            # an exported graph already computes its score: `score` must name the one it was exported with
+            runtime = make_runtime(params.backend, path, params.device, options)
+            return Detector(runtime, params.score, size, info={"model": path.name})
+        checkpoint = path if path is not None else None
+        runtime = make_runtime(params.backend, build_graph(params.score, checkpoint), params.device, options)
+        return Detector(runtime, params.score, size, info={"dissimilarity": path.name if path else None})
+    except Exception as err:  # reported once, on one line, naming the file once
+        what = f"model file {path}" if path is not None else "the embedded default detector"
+        raise ModelLoadError(f"cannot load {what}: {_one_line(err, path)}") from None
 
 
-def _one_line(err: Exception, path: Path, limit: int = 400) -> str:
-    detail = " ".join(str(err).replace(str(path), "the file").split())
+def _one_line(err: Exception, path: Path | None, limit: int = 400) -> str:
+    text = str(err) if path is None else str(err).replace(str(path), "the file")
+    detail = " ".join(text.split())
     detail = detail if len(detail) <= limit else detail[: limit - 3] + "..."
     return f"{type(err).__name__}: {detail}"

@@ -164,9 +164,9 @@ class AnomalyNode(Node):
             raise RuntimeError(f"detector returned {score.dtype} {score.shape}, expected float32 {rgb.shape[:2]}")
         mask = anomaly_mask(score, p.threshold)
         self._publish(self._mask_pub, msg.header, mask_to_fields(mask))
-        if self._score_pub is not None:
+        # the score (4 bytes/pixel) and the overlay (a full-resolution blend) are large: only while someone listens.
+        if self._score_pub is not None and self._score_pub.get_subscription_count() > 0:
             self._publish(self._score_pub, msg.header, score_to_fields(score))
-        # the overlay costs a full-resolution blend and a large message: only while someone listens.
         if self._overlay_pub is not None and self._overlay_pub.get_subscription_count() > 0:
             self._publish(self._overlay_pub, msg.header, bgr_to_fields(make_overlay(rgb, mask, p.overlay_alpha)))
         done = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -20,7 +21,9 @@ from mgcda_ros.conversions import fields_to_array
 from mgcda_ros.model_loading import load_detector
 from mgcda_ros.params import NodeParams
 
-PARAMS = NodeParams(input_width=128, input_height=64, score="msp", threshold=0.3)
+PARAMS = NodeParams(input_width=128, input_height=64, score="msp", threshold=0.3)  # backend auto: onnxruntime
+# mgcda_core.evaluate runs torch: the equality test uses the same backend (runtimes differ in float rounding)
+TORCH_PARAMS = dataclasses.replace(PARAMS, backend="torch")
 STORE = get_typestore(Stores.ROS2_KILTED)
 OUTPUTS = ("/anomaly_mask", "/anomaly_score", "/anomaly_overlay")
 
@@ -28,6 +31,11 @@ OUTPUTS = ("/anomaly_mask", "/anomaly_score", "/anomaly_overlay")
 @pytest.fixture(scope="module")
 def detector():
     return load_detector(PARAMS)
+
+
+@pytest.fixture(scope="module")
+def torch_detector():
+    return load_detector(TORCH_PARAMS)
 
 
 def ros_image(stamp: int, frame_id: str, pixels: np.ndarray, encoding: str):
@@ -70,11 +78,11 @@ def read_outputs(bag: Path) -> dict[str, list]:
     return out
 
 
-def test_replay_metrics_equal_evaluate_on_the_same_frames(shared_data, dev_bag, detector, tmp_path):
+def test_replay_metrics_equal_evaluate_on_the_same_frames(shared_data, dev_bag, torch_detector, tmp_path):
     bag, stamps = dev_bag
     config = replay.ReplayConfig(bag=bag, image_topic="/cam/image", gt_topic="/cam/gt", out=tmp_path / "replay",
-                                 params=PARAMS, write_bag=tmp_path / "out_bag", gallery=1, progress=False)
-    summary = replay.replay(config, detector)
+                                 params=TORCH_PARAMS, write_bag=tmp_path / "out_bag", gallery=1, progress=False)
+    summary = replay.replay(config, torch_detector)
     assert (summary["frames"], summary["frames_with_gt"]) == (3, 2)
     code = evaluate.main(["--dataset", "road_anomaly", "--root", str(shared_data / "road_anomaly_dev"),
                           "--score", "msp", "--input-size", "64", "128", "--limit", "2", "--gallery", "1",
