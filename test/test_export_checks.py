@@ -207,3 +207,21 @@ def test_build_only_without_tensorrt_fails_with_one_clear_message(tmp_path: Path
     assert code == 2 and error.count("error:") == 1
     assert "TensorRT is not installed" in error or "needs a CUDA GPU" in error
     assert not (tmp_path / "tiny.engine").exists()
+
+
+class ShapeInPython(torch.nn.Module):
+    """Builds a tensor from Python ints taken from the input shape: the tracer freezes them."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        rows = torch.linspace(0.0, 1.0, int(image.shape[2])).view(1, 1, -1, 1)
+        return image[:, :1] * rows
+
+
+def test_dynamic_export_that_does_not_generalise_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "frozen.onnx"
+    with pytest.raises(ValueError, match="does not generalise: at 2x3x96x192"):
+        export_onnx(ShapeInPython(), path, ExportConfig(height=64, width=128, dynamic=True))
+    assert not path.exists()
+    report = export_onnx(TinyScorer().eval(), path, ExportConfig(height=64, width=128, dynamic=True))
+    assert report.description["dynamic_check"]["size"] == [2, 3, 96, 192]
+    assert report.description["dynamic_check"]["max_abs_diff"] <= 1e-5

@@ -166,6 +166,24 @@ def sidecar_path(onnx_path: str | Path) -> Path:
 NOISE_FACTOR = 3.0
 
 
+def check_agreement(model: onnx.ModelProto, graph: torch.nn.Module, image: np.ndarray,
+                    tolerance: float | None) -> tuple[float, float | None]:
+    """(max abs difference ONNX Runtime vs PyTorch, noise floor if it had to be measured).
+
+    Raises ValueError when the difference exceeds ``tolerance`` and ``NOISE_FACTOR`` times the noise floor.
+    """
+    difference, noise = max_abs_difference(model, graph, image), None
+    if tolerance is not None and not difference <= tolerance:
+        noise = fp32_noise_floor(graph, image)
+        if not difference <= NOISE_FACTOR * noise:
+            raise ValueError(f"ONNX Runtime output differs from PyTorch by {difference:.3g} at {list(image.shape)}, "
+                             f"above the tolerance {tolerance:g} and {NOISE_FACTOR:g}x the graph's float32 noise "
+                             f"floor {noise:.3g}")
+        LOG.warning("ONNX Runtime differs from PyTorch by %.3g > %g, within %gx the graph's float32 noise floor %.3g",
+                    difference, tolerance, NOISE_FACTOR, noise)
+    return difference, noise
+
+
 def export_onnx(graph: torch.nn.Module, path: str | Path, config: ExportConfig = ExportConfig(),
                 describe: Callable[[onnx.ModelProto], dict[str, Any]] | None = None,
                 tolerance: float | None = 1e-4) -> ExportReport:
@@ -183,15 +201,19 @@ def export_onnx(graph: torch.nn.Module, path: str | Path, config: ExportConfig =
     if problems:
         raise ValueError("exported ONNX is not TensorRT-compatible: " + "; ".join(problems))
     description = describe(model) if describe else {}
-    image = reference_image(config)
-    difference, noise = max_abs_difference(model, graph, image), None
-    if tolerance is not None and not difference <= tolerance:
-        noise = fp32_noise_floor(graph, image)
-        if not difference <= NOISE_FACTOR * noise:
-            raise ValueError(f"ONNX Runtime output differs from PyTorch by {difference:.3g}, above the tolerance "
-                             f"{tolerance:g} and {NOISE_FACTOR:g}x the graph's float32 noise floor {noise:.3g}")
-        LOG.warning("ONNX Runtime differs from PyTorch by %.3g > %g, within %gx the graph's float32 noise floor %.3g",
-                    difference, tolerance, NOISE_FACTOR, noise)
+    difference, noise = check_agreement(model, graph, reference_image(config), tolerance)
+    if config.dynamic:
+        # The tracer records shape arithmetic done in Python as constants; a second shape shows whether the
+        # symbolic dimensions really generalise.
+        other = ExportConfig(height=config.height + config.multiple, width=config.width + 2 * config.multiple,
+                             batch=config.batch + 1, multiple=config.multiple)
+        try:
+            other_difference, _ = check_agreement(model, graph, reference_image(other), tolerance)
+        except Exception as error:  # ONNX Runtime raises its own types for shape mismatches
+            raise ValueError(f"the --dynamic export does not generalise: at {other.batch}x3x{other.height}x"
+                             f"{other.width} {error}. Export a fixed size instead.") from None
+        description = {**description, "dynamic_check": {"size": [other.batch, 3, other.height, other.width],
+                                                        "max_abs_diff": other_difference}}
     data = model.SerializeToString()
     report = ExportReport(
         onnx_path=str(path),
