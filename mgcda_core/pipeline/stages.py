@@ -9,6 +9,7 @@ from torch import nn
 
 from mgcda_core.constants import IMAGENET_MEAN, IMAGENET_STD
 from mgcda_core.model.segmentation import SegmentationNet, load_segmentation
+from mgcda_core.pipeline.perceptual import efficientnet_lite0_features
 from mgcda_core.pipeline.resynthesis import ClassMeanResynthesis
 from mgcda_core.pipeline.uncertainty import FeaturePyramid, UncertaintyMaps
 
@@ -49,8 +50,6 @@ class InferenceStages(nn.Module):
     def default(cls) -> InferenceStages:
         """Embedded ESPNetv2, training-free class-mean resynthesis, EfficientNet-Lite0 ImageNet features:
         only weights that are shipped or install offline."""
-        from mgcda_core.pipeline.perceptual import efficientnet_lite0_features
-
         return cls(load_segmentation("espnetv2"), ClassMeanResynthesis(), efficientnet_lite0_features()).eval()
 
     def forward(self, image: torch.Tensor) -> StageOutputs:
