@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm import tqdm
 
     from mgcda_core.data.eval_sets import EvalLayoutError, open_eval_set
-    from mgcda_core.study.data import StudyError, build_study_data
+    from mgcda_core.study.data import StudyError, build_study_data, data_census
     from mgcda_core.study.report import wall_time_estimate, write_report, aggregate, load_runs
     from mgcda_core.study.runner import RunSpec, machine_info, preset_path, run_one
     from mgcda_core.training.config import load_train_config
@@ -83,12 +83,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         open_eval_set("road_anomaly", study.evaluation.road_anomaly)  # fail before hours of training
         check_study_marker(args.out, settings)
         n_anchor = load_train_config(preset_path("mgcda"), study.tiny_model, check_folders=False).cacl.n_anchor
-        data, data_record = build_study_data(study.data, args.out / "data", n_anchor)
+        data, _ = build_study_data(study.data, args.out / "data")
+        census, anchor_warnings = data_census(data, n_anchor)
+        for warning in anchor_warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         specs = [RunSpec(row, seed, steps) for row in args.rows for seed in args.seeds]
         header = {"budget": args.budget, "steps": steps, "study_command": shlex.join(
             ["python", "-m", "mgcda_core.study", *(argv if argv is not None else sys.argv[1:])]),
-            "data_commands": list(data.commands), "census": data_record["census"],
-            "anchor_warnings": data_record["anchor_warnings"], "config": settings["config"]}
+            "data_commands": list(data.commands), "census": census, "census_n_anchor": n_anchor,
+            "anchor_warnings": anchor_warnings, "config": settings["config"]}
         progress = tqdm(specs, desc="study", unit="run", file=sys.stderr)
         for spec in progress:
             progress.set_postfix_str(f"{spec.row} seed {spec.seed}")

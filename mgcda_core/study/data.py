@@ -68,7 +68,7 @@ def split_target(target_root: Path, out: Path, val_every: int) -> tuple[Path, Pa
     return roots[0], roots[1]
 
 
-def build_study_data(config: StudyData, out: Path, n_anchor: int) -> tuple[StudyDataPaths, dict]:
+def build_study_data(config: StudyData, out: Path) -> tuple[StudyDataPaths, dict]:
     """Generate, prepare and split the study's data under ``out`` (skipped when ``out/data.json`` exists with the
     same settings; refused when it holds other settings). Returns the paths and the data record."""
     marker = out / DATA_MARKER
@@ -79,14 +79,14 @@ def build_study_data(config: StudyData, out: Path, n_anchor: int) -> tuple[Study
             raise StudyError(f"{marker} was built with {record['settings']}, this study asks for {settings}; "
                              "use another --out")
     else:
-        record = _build(config, out, settings, n_anchor)
+        record = _build(config, out, settings)
         atomic_write_json(marker, record)
     paths = StudyDataPaths(out / "prepared" / DOMAIN_FOLDERS["V"], out / "prepared" / DOMAIN_FOLDERS["A"],
                            out / TARGET_SPLITS[0], out / TARGET_SPLITS[1], tuple(record["commands"]))
     return paths, record
 
 
-def _build(config: StudyData, out: Path, settings: dict, n_anchor: int) -> dict:
+def _build(config: StudyData, out: Path, settings: dict) -> dict:
     commands: list[str] = []
     generated, prepared = out / "procedural", out / "prepared"
     _run("mgcda_core.data.procedural", procedural.main,
@@ -98,15 +98,16 @@ def _build(config: StudyData, out: Path, settings: dict, n_anchor: int) -> dict:
          ["--cityscapes", str(generated / "cityscapes"), "--coco", str(generated / "coco"), "--out", str(prepared),
           "--size", _size(config.input_size), "--seed", str(config.seed),
           "--coco-min-size", str(manifest["coco_min_size"])], commands)
-    val, test = split_target(generated / "fishyscapes", out, config.val_every)
-    census = {domain: anomaly_pixel_census(prepared / folder / "labels", n_anchor)
-              for domain, folder in DOMAIN_FOLDERS.items()}
-    census.update({split: anomaly_pixel_census(root / "labels", n_anchor) for split, root in
-                   zip(TARGET_SPLITS, (val, test))})
-    warnings = [w for name, c in census.items() if name in DOMAIN_FOLDERS
-                if (w := census_warning(name, c, n_anchor)) is not None]
-    for warning in warnings:
-        print(f"warning: {warning}")
-    return {"settings": settings, "commands": commands, "census": census, "census_n_anchor": n_anchor,
-            "anchor_warnings": warnings, "source_styles": manifest["source_styles"],
+    split_target(generated / "fishyscapes", out, config.val_every)
+    return {"settings": settings, "commands": commands, "source_styles": manifest["source_styles"],
             "target_style": manifest["target_style"], "cwd": os.getcwd()}
+
+
+def data_census(paths: StudyDataPaths, n_anchor: int) -> tuple[dict, list[str]]:
+    """Anomaly pixels per frame of every study set against CACL's N_a, and a warning per training domain
+    whose frames cannot fill the anchor set."""
+    roots = {"V": paths.domain_v, "A": paths.domain_a, "target_val": paths.target_val,
+             "target_test": paths.target_test}
+    census = {name: anomaly_pixel_census(root / "labels", n_anchor) for name, root in roots.items()}
+    warnings = [w for name in DOMAIN_FOLDERS if (w := census_warning(name, census[name], n_anchor)) is not None]
+    return census, warnings

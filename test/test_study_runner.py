@@ -1,0 +1,137 @@
+"""Study runs: step budget → epochs, resuming a partial training (real tiny trainings on random layouts),
+skipping finished runs, the target split, and the training curves read back from the real event files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_training_data import write_layout
+
+from mgcda_core.losses.mdat import tau_at
+from mgcda_core.study.config import ROW_NAMES, StudyConfig, StudyData, StudyEvaluation, load_study_config
+from mgcda_core.study.curves import adversarial_summary, anchor_fill, plot_training_curves, read_scalars
+from mgcda_core.study.data import StudyDataPaths, StudyError, split_target
+from mgcda_core.study.runner import RunSpec, preset_path, run_one, train_overrides, train_run
+from mgcda_core.training.checkpoint import latest_path
+from mgcda_core.training.config import load_train_config
+from mgcda_core.training.logging import TENSORBOARD_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ("model.encoder=vgg16", "model.width=0.125", "model.pretrained=false", "mdat.do_base_channels=4",
+        "cacl.embed_dim=8", "cacl.n_anchor=8", "train.batch_size=4")
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> StudyDataPaths:
+    root = tmp_path_factory.mktemp("layout")
+    # V has 6 frames, A 10: steps per epoch follow the larger domain (10 // 2 with 2 + 2 images per step).
+    return StudyDataPaths(write_layout(root / "v", 6, seed=1), write_layout(root / "a", 10, seed=2, prefix="mix"),
+                          root / "val", root / "test", ())
+
+
+def study() -> StudyConfig:
+    return StudyConfig(data=StudyData(input_size=(32, 64)), tiny_model=TINY,
+                       evaluation=StudyEvaluation(road_anomaly=Path("unused")))
+
+
+def test_study_yaml_loads_and_every_row_has_a_preset() -> None:
+    config = load_study_config(REPO / "config" / "study.yaml")
+    assert config.budgets.steps("small") > config.budgets.steps("pilot")
+    for row in ROW_NAMES:
+        load_train_config(preset_path(row), config.tiny_model, check_folders=False)
+    with pytest.raises(ValueError, match="multiples of 32"):
+        StudyData(input_size=(48, 128))
+    with pytest.raises(ValueError, match="unknown budget"):
+        config.budgets.steps("large")
+
+
+# Two-domain rows: max(6, 10) // 2 = 5 steps per epoch (2 + 2 images per step); baseline_v: 6 // 4 = 1 step per
+# epoch (4 V images per step); baseline_a: 10 // 4 = 2. Epochs = ceil(steps / steps per epoch).
+@pytest.mark.parametrize(("row", "steps", "epochs"),
+                         [("mgcda", 12, 3), ("baseline_mix", 10, 2), ("baseline_v", 12, 12), ("baseline_a", 11, 6)])
+def test_epochs_cover_the_step_budget(data: StudyDataPaths, tmp_path: Path, row: str, steps: int, epochs: int) -> None:
+    overrides = train_overrides(study(), data, RunSpec(row, 0, steps), tmp_path)
+    assert overrides[-1] == f"train.epochs={epochs}"
+    config = load_train_config(preset_path(row), overrides)
+    assert f"checkpoint.out_dir={tmp_path / 'train'}" in overrides and config.train.seed == 0
+
+
+def test_partial_training_resumes_and_curves_come_from_its_event_files(data: StudyDataPaths, tmp_path: Path) -> None:
+    spec = RunSpec("mgcda", 0, 10)
+    overrides = train_overrides(study(), data, spec, tmp_path)  # 2 epochs x 5 steps
+    # A run killed after its step-4 checkpoint: stop there (stop_at_step may change between attempts).
+    with pytest.raises(StudyError, match="stopped at step 4 of 10"):
+        train_run(spec, [*overrides, "checkpoint.every=2", "train.stop_at_step=4", "train.log_every=1"], tmp_path,
+                  show_progress=False)
+    assert latest_path(tmp_path / "train").is_file() and not (tmp_path / "train.json").exists()
+
+    record = train_run(spec, [*overrides, "checkpoint.every=2", "train.log_every=1"], tmp_path, show_progress=False)
+    assert record["resumed_from_step"] == 4 and record["steps"] == 10
+    assert record["command"].endswith("--resume") and "--config config/presets/mgcda.yaml" in record["command"]
+    assert json.loads((tmp_path / "train.json").read_text())["steps"] == 10
+    assert train_run(spec, ["not=used"], tmp_path) == record  # finished: read back, nothing re-run
+
+    scalars = read_scalars(tmp_path / "train" / TENSORBOARD_DIR)
+    tau = scalars["mdat/tau"]
+    assert tau.steps.tolist() == list(range(10))  # every step once, across the resumption
+    np.testing.assert_allclose(tau.values, [tau_at(int(s), 10) for s in tau.steps], atol=1e-6)
+    for tag in ("loss/ce", "loss/mda_f", "loss/mda_o", "loss/cac", "mdat/acc_f_v", "mdat/acc_o_a", "cacl/V/anchors"):
+        assert tag in scalars, sorted(scalars)
+    fills = anchor_fill(scalars, n_anchor=8, images_per_domain=2)
+    np.testing.assert_allclose(fills["cacl/V/anchor_fill"].values, scalars["cacl/V/anchors"].values / 16)
+    np.testing.assert_allclose(fills["cacl/A/positive_fill"].values, scalars["cacl/A/positives"].values / 32)
+    panels = plot_training_curves({**scalars, **fills}, tmp_path / "curves.png", title="mgcda")
+    assert panels[:2] == ["τ (eq. 1)", "domain classifier accuracy (chance 0.5)"]
+    assert {"ce", "mda_f", "mda_o", "cac", "cls_f", "cls_o", "total"} <= set(panels)
+    with Image.open(tmp_path / "curves.png") as image:
+        assert image.format == "PNG" and image.width > 500
+    summary = adversarial_summary(scalars, fraction=0.2)
+    assert summary["mdat/tau"] == {"start": pytest.approx(np.mean(tau.values[:2])),
+                                   "end": pytest.approx(np.mean(tau.values[-2:]))}
+
+
+def test_finished_run_is_skipped(tmp_path: Path) -> None:
+    spec = RunSpec("oda", 1, 10)
+    record = {"row": "oda", "seed": 1, "steps": 10, "marker": "constructed"}
+    done = spec.directory(tmp_path) / "done.json"
+    done.parent.mkdir(parents=True)
+    done.write_text(json.dumps(record))
+    missing = StudyDataPaths(*(tmp_path / "absent" for _ in range(4)), ())  # training would fail on these
+    assert run_one(study(), missing, spec, tmp_path) == record
+
+
+def test_plot_refuses_a_log_without_losses(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no TensorBoard event files"):
+        read_scalars(tmp_path)
+    with pytest.raises(ValueError, match="no loss/\\* scalars"):
+        plot_training_curves({}, tmp_path / "x.png")
+
+
+def test_target_split_every_third_frame_is_validation(tmp_path: Path) -> None:
+    for folder in ("original", "labels"):
+        (tmp_path / "fs" / folder).mkdir(parents=True)
+    names = [f"frame_{i:02d}.png" for i in range(7)]
+    for name in names:
+        for folder in ("original", "labels"):
+            Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "fs" / folder / name)
+    val, test = split_target(tmp_path / "fs", tmp_path / "out", val_every=3)
+    assert sorted(p.name for p in (val / "labels").iterdir()) == [names[0], names[3], names[6]]
+    assert sorted(p.name for p in (test / "original").iterdir()) == [n for i, n in enumerate(names) if i % 3]
+    assert split_target(tmp_path / "fs", tmp_path / "out", val_every=3) == (val, test)  # re-run: same links
+    (tmp_path / "fs" / "original" / names[2]).unlink()
+    with pytest.raises(StudyError, match="has no image"):
+        split_target(tmp_path / "fs", tmp_path / "out2", val_every=3)
