@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = replay(config)
     metrics = summary["metrics"]
     out = args.out.resolve()
-    print(f"demo: {summary['frames']} frames at {summary['fps']:.2f} fps, score {args.score} on the embedded ESPNetv2")
+    model = summary["model"]
+    print(f"demo: {summary['frames']} frames at {summary['fps']:.2f} fps, score {args.score}, backend "
+          f"{model.get('backend')} ({model.get('device')}); weights: segmentation {model.get('segmentation')}, "
+          f"perceptual {model.get('perceptual')}, dissimilarity {model.get('dissimilarity') or 'none (training-free)'}")
     print(f"demo: AP {metrics['AP']:.4f}  FPR95 {metrics['FPR95']:.4f}  AUROC {metrics['AUROC']:.4f} "
           f"({metrics['num_pixels']} labelled pixels)")
     print(f"demo: metrics  {out / 'metrics.json'}")

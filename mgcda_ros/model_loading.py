@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mgcda_core.model.segmentation import DEFAULT_WEIGHTS
 from mgcda_core.pipeline.detector import Detector, build_graph
 from mgcda_core.runtime.factory import DEFAULT_ENGINE_CACHE, RuntimeOptions, make_runtime
 from mgcda_ros.params import NodeParams
@@ -39,9 +40,12 @@ def load_detector(params: NodeParams) -> Detector:
             # an exported graph already computes its score: `score` must name the one it was exported with
             runtime = make_runtime(params.backend, path, params.device, options)
             return Detector(runtime, params.score, size, info={"model": path.name})
-        checkpoint = path if path is not None else None
-        runtime = make_runtime(params.backend, build_graph(params.score, checkpoint), params.device, options)
-        return Detector(runtime, params.score, size, info={"dissimilarity": path.name if path else None})
+        graph = build_graph(params.score, path)
+        runtime = make_runtime(params.backend, graph, params.device, options)
+        # which weights are in use, as Detector.default/from_checkpoint record them
+        info = {"segmentation": DEFAULT_WEIGHTS.name, "perceptual": graph.stages.perceptual_source,
+                "resynthesis": type(graph.stages.resynthesis).__name__, "dissimilarity": path.name if path else None}
+        return Detector(runtime, params.score, size, info=info)
     except Exception as err:  # reported once, on one line, naming the file once
         what = f"model file {path}" if path is not None else "the embedded default detector"
         raise ModelLoadError(f"cannot load {what}: {_one_line(err, path)}") from None

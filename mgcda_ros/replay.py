@@ -119,17 +119,18 @@ def replay(config: ReplayConfig, detector: Any = None) -> dict:
         if writer is not None:
             writer.close()
     elapsed = time.monotonic() - start
+    model_info = dict(getattr(detector, "info", {}))
     summary = {
         "bag": str(config.bag), "image_topic": config.image_topic, "image_type": image_type,
         "gt_topic": config.gt_topic, "frames": counts["frames"], "frames_with_gt": counts["frames_with_gt"],
         "rejected_frames": counts["rejected"], "gt_without_image": len(pending_labels),
         "fps": counts["frames"] / elapsed if elapsed > 0 else None,
         "model_fps": counts["frames"] / counts["model_s"] if counts["model_s"] > 0 else None,
-        "parameters": p.as_dict(), "output_bag": str(config.write_bag) if config.write_bag else None,
+        "parameters": p.as_dict(), "model": model_info, "output_bag": str(config.write_bag) if config.write_bag else None,
     }
     if evaluation is not None and counts["frames_with_gt"]:
         result = evaluation.metrics.result()
-        write_metrics(config.out, result, extra={"score": p.score, "model": p.model_path or "embedded default",
+        write_metrics(config.out, result, extra={"score": p.score, "model": model_info, "checkpoint": p.model_path or None,
                                                  "source": f"rosbag replay of {config.bag} ({config.image_topic})"})
         write_curve_plots(config.out, evaluation.metrics.curve(), result, title=f"replay {config.bag.name}")
         write_gallery(config.out / "gallery", evaluation.selector.best(), evaluation.selector.worst())
