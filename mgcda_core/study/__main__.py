@@ -35,6 +35,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget", choices=("pilot", "small"), default="small", help="training steps per run")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no per-run training progress bar")
+    parser.add_argument("--data-only", action="store_true",
+                        help="only build the data (then start several processes with disjoint --rows)")
     args = parser.parse_args(argv)
     if min(args.seeds) < 0 or len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds must be distinct non-negative integers, got {args.seeds}")
@@ -72,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from mgcda_core.data.eval_sets import EvalLayoutError, open_eval_set
     from mgcda_core.study.data import StudyError, build_study_data, data_census
-    from mgcda_core.study.report import wall_time_estimate, write_report, aggregate, load_runs
+    from mgcda_core.study.report import aggregate, load_runs, wall_time_estimate, write_report
     from mgcda_core.study.runner import RunSpec, machine_info, preset_path, run_one
     from mgcda_core.training.config import load_train_config
 
@@ -87,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         census, anchor_warnings = data_census(data, n_anchor)
         for warning in anchor_warnings:
             print(f"warning: {warning}", file=sys.stderr)
+        if args.data_only:
+            print(f"data ready under {args.out / 'data'}")
+            return 0
         specs = [RunSpec(row, seed, steps) for row in args.rows for seed in args.seeds]
         header = {"budget": args.budget, "steps": steps, "study_command": shlex.join(
             ["python", "-m", "mgcda_core.study", *(argv if argv is not None else sys.argv[1:])]),

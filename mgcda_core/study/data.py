@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mgcda_core.data import procedural
 from mgcda_core import prepare
+from mgcda_core.data import procedural
 from mgcda_core.study.config import StudyData
 from mgcda_core.training.diagnostics import anomaly_pixel_census, census_warning
 from mgcda_core.utils.atomic import atomic_write_json
@@ -41,7 +42,8 @@ def _size(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
 
 
-def _run(name: str, main, argv: list[str], commands: list[str]) -> None:  # noqa: ANN001 - a CLI's main()
+def _run(name: str, main: Callable[[list[str]], int], argv: list[str], commands: list[str]) -> None:
+    """Run a package CLI in this process (no second interpreter and torch import) and record its command line."""
     commands.append(shlex.join(["python", "-m", name, *argv]))
     if main(argv) != 0:
         raise StudyError(f"{commands[-1]} failed (see its error above)")

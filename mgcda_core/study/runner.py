@@ -28,7 +28,7 @@ from mgcda_core.data.layout import list_layout
 from mgcda_core.study.config import StudyConfig
 from mgcda_core.study.curves import adversarial_summary, anchor_fill, plot_training_curves, read_scalars
 from mgcda_core.study.data import StudyDataPaths, StudyError
-from mgcda_core.training.checkpoint import latest_path
+from mgcda_core.training.checkpoint import latest_path, load_training_checkpoint
 from mgcda_core.training.config import TrainConfig, load_train_config
 from mgcda_core.training.logging import TENSORBOARD_DIR
 from mgcda_core.training.trainer import train
@@ -99,12 +99,9 @@ def train_run(spec: RunSpec, overrides: list[str], run_dir: Path, show_progress:
     if marker.is_file():
         return json.loads(marker.read_text())
     config: TrainConfig = load_train_config(preset_path(spec.row), overrides)
-    resume = latest_path(config.checkpoint.out_dir).is_file()
-    resumed_from = 0
-    if resume:
-        from mgcda_core.training.checkpoint import load_training_checkpoint
-
-        resumed_from = int(load_training_checkpoint(latest_path(config.checkpoint.out_dir))["training"]["step"])
+    latest = latest_path(config.checkpoint.out_dir)
+    resume = latest.is_file()
+    resumed_from = int(load_training_checkpoint(latest)["training"]["step"]) if resume else 0
     start = time.perf_counter()
     summary = train(config, resume=resume, show_progress=show_progress)
     wall = time.perf_counter() - start
