@@ -120,7 +120,8 @@ def test_export_keeps_parameters_and_matches_torch(tmp_path: Path) -> None:
     report = export_onnx(graph, tmp_path / "tiny.onnx", SMALL)
     model = onnx.load(str(tmp_path / "tiny.onnx"))
     names = [name for name, _ in graph.named_parameters()]
-    assert exported_parameter_count(model, names) == sum(p.numel() for p in graph.parameters()) == (3 * 9 * 8 + 8) + 2 * 8 + 8 + (8 + 1)
+    by_hand = (3 * 9 * 8 + 8) + 2 * 8 + 8 + (8 + 1)  # conv, BatchNorm affine, PReLU, head
+    assert exported_parameter_count(model, names) == sum(p.numel() for p in graph.parameters()) == by_hand
     with pytest.raises(ValueError, match="absent from the ONNX initializers"):
         exported_parameter_count(model, names + ["not.a.parameter"])
     image = np.random.default_rng(0).random((1, 3, 64, 128), dtype=np.float32)
@@ -163,7 +164,8 @@ def test_mixed_precision_conversion_for_tensorrt_11() -> None:
     assert types["conv.weight"] == types["head.weight"] == TensorProto.FLOAT16
     assert tensorrt_problems(half) == []
     image = np.random.default_rng(4).random((1, 3, 64, 128), dtype=np.float32)
-    (out,) = ort.InferenceSession(half.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"image": image})
+    session = ort.InferenceSession(half.SerializeToString(), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"image": image})
     with torch.no_grad():
         expected = graph(torch.from_numpy(image)).numpy()
     assert out.dtype == np.float32

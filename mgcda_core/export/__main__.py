@@ -42,7 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dynamic", action="store_true", help="symbolic batch, height and width")
     parser.add_argument("--max-height", type=int, help="engine profile maximum height (dynamic ONNX only)")
     parser.add_argument("--max-width", type=int, help="engine profile maximum width (dynamic ONNX only)")
-    parser.add_argument("--engine-cache", type=Path, default=DEFAULT_ENGINE_CACHE, help="engine cache directory")
+    parser.add_argument("--engine-cache", type=lambda p: Path(p).expanduser(), default=DEFAULT_ENGINE_CACHE,
+                        help="engine cache directory")
     parser.add_argument("--workspace-mb", type=int, default=1024, help="TensorRT builder workspace limit (MiB)")
     parser.add_argument("--device", default="cuda:0", help="CUDA device to build the engine for")
     args = parser.parse_args(argv)

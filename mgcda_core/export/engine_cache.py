@@ -189,7 +189,8 @@ def verify_engine(path: Path, key: EngineKey | None = None) -> tuple[bytes | Non
             return None, "cached engine was built for another configuration: " + "; ".join(differences)
     data = path.read_bytes()
     if len(data) != sidecar["engine_size"]:
-        return None, f"engine is {len(data)} bytes but its sidecar records {sidecar['engine_size']} (truncated or replaced)"
+        return None, (f"engine is {len(data)} bytes but its sidecar records {sidecar['engine_size']} "
+                      "(truncated or replaced)")
     if sha256_bytes(data) != sidecar["engine_sha256"]:
         return None, "engine bytes do not match the sha256 in its sidecar (corrupted or foreign file)"
     return data, "cache hit"

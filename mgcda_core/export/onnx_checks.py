@@ -50,7 +50,8 @@ def load_supported_ops(path: str | Path = SUPPORTED_OPS_FILE) -> SupportedOps:
             ops.add(line)
     missing = {"tensorrt_version", "opset_min", "opset_max"} - set(header)
     if missing or not ops:
-        raise ValueError(f"{path}: malformed supported-operator list (missing header {sorted(missing)} or no operators)")
+        raise ValueError(f"{path}: malformed supported-operator list "
+                         f"(missing header {sorted(missing)} or no operators)")
     return SupportedOps(frozenset(ops), header["tensorrt_version"], int(header["opset_min"]), int(header["opset_max"]))
 
 
@@ -165,7 +166,8 @@ def check_io(model: onnx.ModelProto, input_name: str = INPUT_NAME,
         raise ValueError(f"ONNX model inputs are {[s.name for s in inputs]}, expected exactly one named {input_name!r}")
     spec = inputs[0]
     if spec.dtype != "float32" or len(spec.shape) != 4 or spec.shape[1] != 3:
-        raise ValueError(f"ONNX input {input_name!r} is {spec.dtype} {list(spec.shape)}, expected float32 N x 3 x H x W")
+        raise ValueError(f"ONNX input {input_name!r} is {spec.dtype} {list(spec.shape)}, "
+                         "expected float32 N x 3 x H x W")
     if size is not None:
         for axis, wanted in zip((2, 3), size):
             if isinstance(spec.shape[axis], int) and spec.shape[axis] != wanted:

@@ -37,7 +37,7 @@ class RuntimeOptions:
     """Backend settings beyond name and device."""
 
     precision: str = "fp32"  # tensorrt only
-    engine_cache_dir: Path = DEFAULT_ENGINE_CACHE
+    engine_cache_dir: str | Path = DEFAULT_ENGINE_CACHE  # "~" is expanded
     input_size: tuple[int, int] = (256, 512)  # (H, W) used when a graph must be exported or an engine built
     threads: int | None = None  # onnxruntime intra-op threads
 
@@ -114,9 +114,10 @@ def _make_tensorrt(model: Model, device: str, options: RuntimeOptions) -> Runtim
             onnx_path = Path(model)
         proto = onnx.load(str(onnx_path), load_external_data=False)
         minimum, optimum, maximum = profile_for(proto, *options.input_size)
+        cache_dir = Path(options.engine_cache_dir).expanduser()
         config = BuildConfig(precision=options.precision, min_shape=minimum, opt_shape=optimum, max_shape=maximum,
-                             timing_cache=Path(options.engine_cache_dir) / "timing.cache")
-        cached = build_engine_cached(onnx_path, options.engine_cache_dir, config, device)
+                             timing_cache=cache_dir / "timing.cache")
+        cached = build_engine_cached(onnx_path, cache_dir, config, device)
     return TensorRTRuntime(cached.data, device)
 
 
