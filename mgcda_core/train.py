@@ -34,15 +34,20 @@ def main(argv: list[str] | None = None) -> int:
 
     from mgcda_core.data.layout import LayoutError
     from mgcda_core.training.checkpoint import CheckpointError
+    from mgcda_core.training.step import NonFiniteLossError
     from mgcda_core.training.trainer import train
 
     try:
         summary = train(config, resume=args.resume, show_progress=not args.no_progress)
-    except (LayoutError, CheckpointError) as error:
+    except (ConfigError, LayoutError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     losses = ", ".join(f"{k}={v:.4g}" for k, v in summary.losses.items())
-    print(f"trained to step {summary.step}/{summary.total_steps}; last losses: {losses}; checkpoint: {summary.checkpoint}")
+    print(f"trained to step {summary.step}/{summary.total_steps}; last losses: {losses}; "
+          f"checkpoint: {summary.checkpoint}")
     return 0
 
 

@@ -14,7 +14,7 @@ from test_training_data import write_layout
 from mgcda_core.config_loader import ConfigError
 from mgcda_core.model.checkpoint import load_model
 from mgcda_core.model.dissimilarity import DissimNetPrior
-from mgcda_core.training.checkpoint import latest_path, load_training_checkpoint
+from mgcda_core.training.checkpoint import CheckpointError, latest_path, load_training_checkpoint
 from mgcda_core.training.config import load_train_config
 from mgcda_core.training.step import NonFiniteLossError, TrainStep
 from mgcda_core.training.distributed import DistContext
@@ -98,9 +98,9 @@ def test_kill_and_resume_matches_uninterrupted_run(domains: tuple[Path, Path], t
 
 def test_resume_refuses_changed_config_and_missing_checkpoint(domains: tuple[Path, Path], tmp_path: Path) -> None:
     Trainer(tiny_config(domains, tmp_path, "train.stop_at_step=1"), CPU, show_progress=False).fit()
-    with pytest.raises(ValueError, match=r"optim\.lr: 0\.0001 -> 0\.0002"):
+    with pytest.raises(CheckpointError, match=r"optim\.lr: 0\.0001 -> 0\.0002"):
         Trainer(tiny_config(domains, tmp_path, "optim.lr=2e-4"), CPU, resume=True, show_progress=False)
-    with pytest.raises(RuntimeError, match="no checkpoint to resume from: .*other.*latest.pt"):
+    with pytest.raises(CheckpointError, match="no checkpoint to resume from: .*other.*latest.pt"):
         Trainer(tiny_config(domains, tmp_path / "other"), CPU, resume=True, show_progress=False)
 
 

@@ -27,7 +27,8 @@ CONFIG_KEY = "config"
 
 
 class CheckpointError(RuntimeError):
-    """A training checkpoint is missing or is not a training checkpoint; the message names the file."""
+    """A checkpoint to resume from is missing, not a training checkpoint, or does not fit this run's config or
+    process count; the message names the file and what differs."""
 
 
 def latest_path(out_dir: str | os.PathLike[str]) -> Path:

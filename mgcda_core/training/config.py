@@ -213,7 +213,8 @@ def check_data_folders(config: TrainConfig) -> None:
                               f"original/, labels/, ...; build one with python -m mgcda_core.prepare)")
 
 
-def load_train_config(path: str | os.PathLike[str], overrides: Sequence[str] = (), check_folders: bool = True) -> TrainConfig:
+def load_train_config(path: str | os.PathLike[str], overrides: Sequence[str] = (),
+                      check_folders: bool = True) -> TrainConfig:
     """Load ``path`` with ``--set`` overrides; with ``check_folders`` also require the data roots to exist."""
     config = load_config(TrainConfig, path, overrides)
     if check_folders:

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from mgcda_core.config_loader import ConfigError
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -37,7 +39,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device is 'cuda' but torch sees no CUDA device (use 'auto' or 'cpu')")
+            raise ConfigError("train.device is 'cuda' but torch sees no CUDA device (use 'auto' or 'cpu')")
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 

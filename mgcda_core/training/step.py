@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from mgcda_core.config_loader import ConfigError
 from mgcda_core.losses.cacl import DOMAIN_NAMES, contrastive_loss, sample_pixels
 from mgcda_core.losses.mdat import classifier_accuracy, classifier_loss, generator_adversarial_loss, tau_at
 from mgcda_core.losses.segmentation import weighted_cross_entropy
@@ -55,7 +56,7 @@ def build_model(config: TrainConfig) -> DissimNetPrior:
 def use_amp(config: TrainConfig, device: torch.device) -> bool:
     """Mixed precision is CUDA only: ``true`` without CUDA is refused, ``auto`` follows the device."""
     if config.train.amp is True and device.type != "cuda":
-        raise ValueError(f"train.amp is true but the device is {device}; mixed precision runs on CUDA only "
+        raise ConfigError(f"train.amp is true but the device is {device}; mixed precision runs on CUDA only "
                          "(use auto or false)")
     return config.train.amp is not False and device.type == "cuda"
 
@@ -67,7 +68,8 @@ def _poly(optimizer: torch.optim.Optimizer, total_steps: int, power: float) -> t
 class TrainStep:
     """Modules, optimisers, schedulers and scaler of a run, and ``__call__(batch, step)`` for one update."""
 
-    def __init__(self, config: TrainConfig, context: DistContext, total_steps: int, class_weights: Tensor | None) -> None:
+    def __init__(self, config: TrainConfig, context: DistContext, total_steps: int,
+                 class_weights: Tensor | None) -> None:
         if total_steps < 1:
             raise ValueError(f"total_steps must be >= 1, got {total_steps}")
         self.config = config
@@ -84,7 +86,8 @@ class TrainStep:
                                   if config.mdat.oda else None)
         self.projector = (ContrastProjector(self.model.decoder_channels, config.cacl.embed_dim).to(device)
                           if config.cacl.enabled else None)
-        self.classifiers = nn.ModuleList([c for c in (self.feature_classifier, self.output_classifier) if c is not None])
+        present = [c for c in (self.feature_classifier, self.output_classifier) if c is not None]
+        self.classifiers = nn.ModuleList(present)
         if context.distributed:
             # Ranks build identical modules from the same seed; broadcasting makes that a guarantee.
             for module in (self.classifiers, self.projector):

@@ -59,7 +59,7 @@ def check_resume_config(saved: dict[str, Any], current: dict[str, Any], path: st
     differing = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
     if differing:
         details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differing)
-        raise ValueError(f"cannot resume from {path}: the config differs in {details} "
+        raise ckpt.CheckpointError(f"cannot resume from {path}: the config differs in {details} "
                          f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
 
 
@@ -74,7 +74,8 @@ class Trainer:
         self.out_dir = config.checkpoint.out_dir
         data = config.data
         # Layout checks first: a broken dataset fails before any network is built.
-        self.domains = [LayoutDataset(root, data.input_size, domain=d) for root, d in zip(data.domain_roots, data.domain_ids)]
+        self.domains = [LayoutDataset(root, data.input_size, domain=d)
+                        for root, d in zip(data.domain_roots, data.domain_ids)]
         self.dataset = MultiDomainDataset(self.domains)
         per_domain = config.train.batch_size // len(self.domains)
         self.sampler = DomainBatchSampler([len(d) for d in self.domains], per_domain, config.train.seed, data.hflip,
@@ -86,8 +87,9 @@ class Trainer:
             check_resume_config(payload[ckpt.CONFIG_KEY], to_dict(config), str(ckpt.latest_path(self.out_dir)))
             state = payload[ckpt.TRAINING_KEY]
             if state["world_size"] != self.context.world_size:
-                raise ValueError(f"cannot resume: the checkpoint was written by {state['world_size']} process(es), "
-                                 f"this run has {self.context.world_size} (the data order depends on it)")
+                raise ckpt.CheckpointError(f"cannot resume: the checkpoint was written by {state['world_size']} "
+                                           f"process(es), this run has {self.context.world_size} "
+                                           "(the data order depends on it)")
             class_weights = state["class_weights"]
         else:
             class_weights = self._class_weights()
@@ -143,7 +145,8 @@ class Trainer:
             config = to_dict(self.config)
             ckpt.save_training_checkpoint(path, self.step_fn.model, state, config)
             if self.config.checkpoint.keep_numbered:
-                ckpt.save_training_checkpoint(ckpt.numbered_path(self.out_dir, self.step), self.step_fn.model, state, config)
+                numbered = ckpt.numbered_path(self.out_dir, self.step)
+                ckpt.save_training_checkpoint(numbered, self.step_fn.model, state, config)
         barrier(self.context)
         return str(path)
 
