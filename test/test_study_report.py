@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mgcda_core.study.report import (aggregate, format_cell, load_runs, markdown_table, mean_std, select_recipe,
+from mgcda_core.study.report import (aggregate, format_cell, load_runs, markdown_table, mean_std, reference_table,
+                                     select_recipe,
                                      wall_time_estimate, write_report)
 from mgcda_core.utils.atomic import atomic_write_json
 
@@ -117,3 +118,9 @@ def test_wall_time_estimate_from_measured_step_and_evaluation_times(runs: list[d
     evaluation = np.mean([e["wall_s"]["evaluate"]["mean"] for e in table.values()])
     assert wall_time_estimate(table, 9, 3, 600) == pytest.approx(27 * (600 * per_step + evaluation))
     assert wall_time_estimate({}, 9, 3, 600) is None
+
+
+def test_reference_table_lists_each_training_free_score() -> None:
+    reference = {s: {"entropy": {"AP": 0.1234, "FPR95": 0.9, "AUROC": 0.55}} for s in ("target_test", "road_anomaly")}
+    lines = reference_table(reference).splitlines()
+    assert lines[2] == "| entropy | 12.3 | 90.0 | 55.0 | 12.3 | 90.0 | 55.0 | – | – | – |"

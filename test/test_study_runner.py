@@ -17,7 +17,7 @@ from mgcda_core.losses.mdat import tau_at
 from mgcda_core.study.config import ROW_NAMES, StudyConfig, StudyData, StudyEvaluation, load_study_config
 from mgcda_core.study.curves import adversarial_summary, anchor_fill, plot_training_curves, read_scalars
 from mgcda_core.study.data import StudyDataPaths, StudyError, split_target
-from mgcda_core.study.runner import RunSpec, preset_path, run_one, train_overrides, train_run
+from mgcda_core.study.runner import RunSpec, evaluate_sets, preset_path, run_one, train_overrides, train_run
 from mgcda_core.training.checkpoint import latest_path
 from mgcda_core.training.config import load_train_config
 from mgcda_core.training.logging import TENSORBOARD_DIR
@@ -135,3 +135,45 @@ def test_target_split_every_third_frame_is_validation(tmp_path: Path) -> None:
     (tmp_path / "fs" / "original" / names[2]).unlink()
     with pytest.raises(StudyError, match="has no image"):
         split_target(tmp_path / "fs", tmp_path / "out2", val_every=3)
+
+
+def write_eval_sets(root: Path) -> tuple[Path, Path, Path]:
+    """Two-frame target splits (Fishyscapes layout) and a two-frame RoadAnomaly-layout set, 64x128 random RGB."""
+    rng = np.random.default_rng(3)
+    label = np.zeros((64, 128), np.uint8)
+    label[20:40, 50:80] = 1
+    label[:4] = 255
+    splits = []
+    for split in ("val", "test"):
+        for folder in ("original", "labels"):
+            (root / split / folder).mkdir(parents=True)
+        for index in range(2):
+            Image.fromarray(rng.integers(0, 256, (64, 128, 3), dtype=np.uint8)).save(root / split / "original" / f"{index}.png")
+            Image.fromarray(label).save(root / split / "labels" / f"{index}.png")
+        splits.append(root / split)
+    road = root / "road"
+    names = []
+    for index in range(2):
+        (road / "frames" / f"r{index}.labels").mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (64, 128, 3), dtype=np.uint8)).save(road / "frames" / f"r{index}.jpg")
+        Image.fromarray((label == 1).astype(np.uint8) * 2).save(road / "frames" / f"r{index}.labels" / "labels_semantic.png")
+        names.append(f"r{index}.jpg")
+    (road / "frame_list.json").write_text(json.dumps(names))
+    return splits[0], splits[1], road
+
+
+def test_evaluate_sets_writes_every_set_and_reads_finished_ones_back(tmp_path: Path) -> None:
+    val, test, road = write_eval_sets(tmp_path / "sets")
+    config = StudyConfig(data=StudyData(input_size=(64, 128)), evaluation=StudyEvaluation(road_anomaly=road))
+    paths = StudyDataPaths(tmp_path, tmp_path, val, test, ())
+    results, _ = evaluate_sets(config, paths, tmp_path / "eval", ("entropy",))
+    assert set(results) == {"target_val", "target_test", "road_anomaly"}
+    for set_name, by_score in results.items():
+        written = json.loads((tmp_path / "eval" / set_name / "entropy" / "metrics.json").read_text())
+        assert by_score["entropy"] == {k: written[k] for k in ("AP", "FPR95", "AUROC", "num_images")}
+        assert written["num_images"] == 2 and written["model"]["input_size"] == [64, 128]
+    stamp = (tmp_path / "eval" / "road_anomaly" / "entropy" / "metrics.json").stat().st_mtime_ns
+    for frame in (test / "original").iterdir():
+        frame.unlink()  # a second evaluation would fail: finished results must be read back instead
+    assert evaluate_sets(config, paths, tmp_path / "eval", ("entropy",))[0] == results
+    assert (tmp_path / "eval" / "road_anomaly" / "entropy" / "metrics.json").stat().st_mtime_ns == stamp

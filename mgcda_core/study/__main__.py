@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mgcda_core.data.eval_sets import EvalLayoutError, open_eval_set
     from mgcda_core.study.data import StudyError, build_study_data, data_census
     from mgcda_core.study.report import aggregate, load_runs, wall_time_estimate, write_report
-    from mgcda_core.study.runner import RunSpec, machine_info, preset_path, run_one
+    from mgcda_core.study.runner import RunSpec, evaluate_reference, machine_info, preset_path, run_one
     from mgcda_core.training.config import load_train_config
 
     torch.set_num_threads(args.threads)
@@ -92,11 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.data_only:
             print(f"data ready under {args.out / 'data'}")
             return 0
+        reference = evaluate_reference(study, data, args.out)
         specs = [RunSpec(row, seed, steps) for row in args.rows for seed in args.seeds]
         header = {"budget": args.budget, "steps": steps, "study_command": shlex.join(
             ["python", "-m", "mgcda_core.study", *(argv if argv is not None else sys.argv[1:])]),
             "data_commands": list(data.commands), "census": census, "census_n_anchor": n_anchor,
-            "anchor_warnings": anchor_warnings, "config": settings["config"]}
+            "anchor_warnings": anchor_warnings, "reference": reference, "config": settings["config"]}
         progress = tqdm(specs, desc="study", unit="run", file=sys.stderr)
         for spec in progress:
             progress.set_postfix_str(f"{spec.row} seed {spec.seed}")

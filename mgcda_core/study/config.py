@@ -89,13 +89,17 @@ class Budgets:
 
 @dataclass(frozen=True)
 class StudyEvaluation:
-    scores: tuple[str, ...] = ("dissimilarity", "ensemble")
+    scores: tuple[str, ...] = ("dissimilarity", "ensemble")  # of every trained run
+    reference_scores: tuple[str, ...] = ("entropy", "max_logit")  # training-free, evaluated once per study
     road_anomaly: Path = Path("../shared/data/road_anomaly_dev")
 
     def __post_init__(self) -> None:
         allowed = ("dissimilarity", "ensemble")
         if not self.scores or any(s not in allowed for s in self.scores):
             raise ValueError(f"scores must be a non-empty list of {allowed}, got {list(self.scores)}")
+        free = ("max_logit", "energy", "entropy", "msp")
+        if any(s not in free for s in self.reference_scores):
+            raise ValueError(f"reference_scores must be training-free scores {free}, got {list(self.reference_scores)}")
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,18 @@ def markdown_table(table: Mapping, score: str, sets: Sequence[str] = ("target_te
     return "\n".join(lines)
 
 
+def reference_table(reference: Mapping, sets: Sequence[str] = ("target_test", "road_anomaly", "target_val")) -> str:
+    """Markdown table of the training-free scores ({set: {score: metrics}}), one line per score."""
+    scores = sorted({score for by_score in reference.values() for score in by_score})
+    header = ["training-free score"] + [f"{SET_LABELS.get(s, s)} {m}" for s in sets for m in METRICS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for score in scores:
+        cells = [score] + [f"{100 * reference[s][score][m]:.1f}" if score in reference.get(s, {}) else "–"
+                           for s in sets for m in METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_report(study_dir: str | Path, header: Mapping) -> tuple[Path, Path]:
     """Aggregate the finished runs of ``study_dir`` into ``results.json`` and ``results.md`` (atomically)."""
     study_dir = Path(study_dir)
@@ -132,6 +144,9 @@ def write_report(study_dir: str | Path, header: Mapping) -> tuple[Path, Path]:
              "† = wall time of a resumed run (only the last attempt).", ""]
     for score in scores:
         parts += [f"## score: {score}", "", markdown_table(table, score), ""]
+    if header.get("reference"):
+        parts += ["## training-free reference (embedded ESPNetv2, same sets and input size)", "",
+                  reference_table(header["reference"]), ""]
     parts += [f"Recipe chosen on the procedural validation split (mean AP, dissimilarity): **{recipe}**", ""]
     atomic_write_text(md_path, "\n".join(parts))
     return json_path, md_path

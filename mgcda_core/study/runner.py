@@ -115,24 +115,33 @@ def train_run(spec: RunSpec, overrides: list[str], run_dir: Path, show_progress:
     return record
 
 
-def evaluate_run(study: StudyConfig, data: StudyDataPaths, checkpoint: str, run_dir: Path) -> tuple[dict, float]:
-    """Every evaluation set × score through ``python -m mgcda_core.evaluate``'s code; finished ones are read back.
-    Returns {set: {score: {AP, FPR95, AUROC, ...}}} and the wall time spent here."""
+def evaluate_sets(study: StudyConfig, data: StudyDataPaths, out_dir: Path, scores: tuple[str, ...],
+                  checkpoint: str | None = None) -> tuple[dict, float]:
+    """Every evaluation set × score through ``python -m mgcda_core.evaluate``'s code (a trained ``checkpoint`` or
+    training-free scores); finished ones are read back from ``out_dir/<set>/<score>/metrics.json``.
+    Returns {set: {score: {AP, FPR95, AUROC, num_images}}} and the wall time spent here."""
     roots = {"target_val": data.target_val, "target_test": data.target_test,
              "road_anomaly": study.evaluation.road_anomaly}
     height, width = study.data.input_size
     results: dict[str, dict[str, dict]] = {}
     start = time.perf_counter()
     for set_name, dataset in EVAL_SETS.items():
-        for score in study.evaluation.scores:
-            out = run_dir / "eval" / set_name / score
+        for score in scores:
+            out = out_dir / set_name / score
             if not (out / "metrics.json").is_file():
                 argv = ["--dataset", dataset, "--root", str(roots[set_name]), "--score", score, "--out", str(out),
-                        "--checkpoint", checkpoint, "--input-size", str(height), str(width), "--gallery", "0"]
+                        "--input-size", str(height), str(width), "--gallery", "0"]
+                argv += ["--checkpoint", checkpoint] if checkpoint is not None else []
                 evaluate_cli.evaluate(evaluate_cli.parse_args(argv))
             metrics = json.loads((out / "metrics.json").read_text())
             results.setdefault(set_name, {})[score] = {k: metrics[k] for k in (*METRICS, "num_images")}
     return results, time.perf_counter() - start
+
+
+def evaluate_reference(study: StudyConfig, data: StudyDataPaths, study_dir: Path) -> dict:
+    """The training-free scores of the embedded segmentation network on the same sets and input size: what the
+    trained dissimilarity networks have to beat."""
+    return evaluate_sets(study, data, study_dir / "reference", study.evaluation.reference_scores)[0]
 
 
 def run_one(study: StudyConfig, data: StudyDataPaths, spec: RunSpec, study_dir: Path,
@@ -144,7 +153,7 @@ def run_one(study: StudyConfig, data: StudyDataPaths, spec: RunSpec, study_dir: 
         return json.loads(done.read_text())
     overrides = train_overrides(study, data, spec, run_dir)
     training = train_run(spec, overrides, run_dir, show_progress)
-    metrics, eval_wall = evaluate_run(study, data, training["checkpoint"], run_dir)
+    metrics, eval_wall = evaluate_sets(study, data, run_dir / "eval", study.evaluation.scores, training["checkpoint"])
     scalars = read_scalars(run_dir / "train" / TENSORBOARD_DIR)
     config = training["config"]
     if not any(tag.endswith("_fill") for tag in scalars):  # the trainer does not log the fill (yet)
