@@ -175,3 +175,16 @@ def test_multi_domain_dataset_collates_with_domain_ids(tmp_path: Path) -> None:
     assert batch["image"].shape == (4, 3, 32, 64) and batch["label"].shape == (4, 32, 64)
     assert batch["domain"].tolist() == [0, 0, 1, 1]
     assert [n[:3] for n in batch["name"]] == ["img", "img", "mix", "mix"]
+
+
+def test_worker_processes_give_the_same_batches(tmp_path: Path) -> None:
+    v = LayoutDataset(write_layout(tmp_path / "v", 4, seed=1), (32, 64), domain=0)
+    a = LayoutDataset(write_layout(tmp_path / "a", 4, seed=2, prefix="mix"), (32, 64), domain=1)
+    dataset, sampler = MultiDomainDataset([v, a]), DomainBatchSampler([4, 4], per_domain=2, seed=5)
+    serial = list(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=0))
+    parallel = list(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=2))
+    assert len(serial) == len(parallel) == 2
+    for one, other in zip(serial, parallel):
+        assert one["name"] == other["name"]
+        for key in ("image", "semantic", "prior", "label", "domain"):
+            assert torch.equal(one[key], other[key])

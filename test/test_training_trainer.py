@@ -186,6 +186,8 @@ def test_enet_class_weights_from_label_folders(domains: tuple[Path, Path], tmp_p
     assert given.class_weights.tolist() == [1.0, 9.0]
 
 
-def test_amp_on_cpu_is_refused(domains: tuple[Path, Path], tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="mixed precision runs on CUDA only"):
+def test_model_and_amp_settings_refused_as_config_errors(domains: tuple[Path, Path], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="train.amp is true but the device is cpu"):
         TrainStep(tiny_config(domains, tmp_path, "train.amp=true"), CPU, total_steps=1, class_weights=None)
+    with pytest.raises(ConfigError, match="model: .*resnet99"):
+        TrainStep(tiny_config(domains, tmp_path, "model.encoder=resnet99"), CPU, total_steps=1, class_weights=None)

@@ -48,9 +48,17 @@ class StepResult:
 
 
 def build_model(config: TrainConfig) -> DissimNetPrior:
+    """The dissimilarity network of ``config.model``; a refused setting is reported as a config error."""
     m = config.model
-    return DissimNetPrior(encoder=m.encoder, width=m.width, pretrained=m.pretrained,
-                          use_prior=m.use_prior, use_correlation=m.use_correlation)
+    try:
+        return DissimNetPrior(encoder=m.encoder, width=m.width, pretrained=m.pretrained,
+                              use_prior=m.use_prior, use_correlation=m.use_correlation)
+    except ValueError as error:  # unknown encoder, width too small
+        raise ConfigError(f"model: {error}") from error
+    except RuntimeError as error:
+        if not m.pretrained:
+            raise
+        raise ConfigError(f"model.pretrained: {error}") from error  # the weights could not be loaded
 
 
 def use_amp(config: TrainConfig, device: torch.device) -> bool:
@@ -77,7 +85,7 @@ class TrainStep:
         self.total_steps = total_steps
         device = context.device
         self.amp = use_amp(config, device)
-        self.class_weights = None if class_weights is None else class_weights.to(device=device, dtype=torch.float32)
+        self.set_class_weights(class_weights)
 
         self.model = build_model(config).to(device)
         self.feature_classifier = (FeatureDomainClassifier(self.model.fused_channels[-1]).to(device)
@@ -108,6 +116,11 @@ class TrainStep:
         self.classifier_scheduler = (_poly(self.classifier_optimizer, total_steps, o.poly_power)
                                      if self.classifier_optimizer else None)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+
+    def set_class_weights(self, class_weights: Tensor | None) -> None:
+        """Class weights (normal, anomaly) of L_CE; None = unweighted."""
+        self.class_weights = (None if class_weights is None
+                              else class_weights.to(device=self.context.device, dtype=torch.float32))
 
     # -- one update -------------------------------------------------------------------------------------------
     def tau(self, step: int) -> float:

@@ -90,13 +90,13 @@ class Trainer:
                 raise ckpt.CheckpointError(f"cannot resume: the checkpoint was written by {state['world_size']} "
                                            f"process(es), this run has {self.context.world_size} "
                                            "(the data order depends on it)")
-            class_weights = state["class_weights"]
-        else:
-            class_weights = self._class_weights()
 
         seed_everything(config.train.seed)
-        self.step_fn = TrainStep(config, self.context, self.total_steps, class_weights)
-        self.class_weights = class_weights
+        # The network before the label scan: a refused model setting fails in seconds, not after the scan.
+        self.step_fn = TrainStep(config, self.context, self.total_steps, class_weights=None)
+        self.class_weights = (payload[ckpt.TRAINING_KEY]["class_weights"] if payload is not None
+                              else self._class_weights())
+        self.step_fn.set_class_weights(self.class_weights)
         self.step = 0
         if payload is not None:
             state = payload[ckpt.TRAINING_KEY]
