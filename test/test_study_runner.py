@@ -177,3 +177,14 @@ def test_evaluate_sets_writes_every_set_and_reads_finished_ones_back(tmp_path: P
         frame.unlink()  # a second evaluation would fail: finished results must be read back instead
     assert evaluate_sets(config, paths, tmp_path / "eval", ("entropy",))[0] == results
     assert (tmp_path / "eval" / "road_anomaly" / "entropy" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_study_folder_refuses_other_settings(tmp_path: Path) -> None:
+    from mgcda_core.config_loader import ConfigError
+    from mgcda_core.study.__main__ import check_study_marker
+
+    settings = {"budget": "pilot", "steps": 150, "config": {"data": {"seed": 0}}}
+    check_study_marker(tmp_path, settings)
+    check_study_marker(tmp_path, settings)  # same settings: accepted (more rows or seeds may be added)
+    with pytest.raises(ConfigError, match=r"config\.data\.seed: 0 -> 1; steps: 150 -> 600"):
+        check_study_marker(tmp_path, {**settings, "steps": 600, "config": {"data": {"seed": 1}}})

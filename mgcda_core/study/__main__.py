@@ -45,15 +45,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat: dict = {}
+    for key, value in tree.items():
+        path = f"{prefix}.{key}" if prefix else key
+        flat.update(_flatten(value, path) if isinstance(value, dict) else {path: value})
+    return flat
+
+
 def check_study_marker(out: Path, settings: dict) -> None:
     """A study folder holds one configuration: refuse to add runs made with other settings or another budget."""
     marker = out / STUDY_MARKER
     if marker.is_file():
-        saved = json.loads(marker.read_text())
-        if saved != settings:
-            differing = sorted(k for k in saved.keys() | settings.keys() if saved.get(k) != settings.get(k))
-            raise ConfigError(f"{out} holds a study with other settings (differing: {', '.join(differing)}); "
-                              "use another --out")
+        saved, current = _flatten(json.loads(marker.read_text())), _flatten(settings)
+        differing = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+        if differing:
+            details = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differing)
+            raise ConfigError(f"{out} holds a study with other settings ({details}); use another --out")
     else:
         from mgcda_core.utils.atomic import atomic_write_json
 
@@ -76,7 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mgcda_core.study.data import StudyError, build_study_data, data_census
     from mgcda_core.study.report import aggregate, load_runs, wall_time_estimate, write_report
     from mgcda_core.study.runner import RunSpec, evaluate_reference, machine_info, preset_path, run_one
+    from mgcda_core.training.checkpoint import CheckpointError
     from mgcda_core.training.config import load_train_config
+    from mgcda_core.training.step import NonFiniteLossError
 
     torch.set_num_threads(args.threads)
     steps = study.budgets.steps(args.budget)
@@ -108,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                        f"train {record['wall_s']['train']:.0f} s, evaluate {record['wall_s']['evaluate']:.0f} s",
                        file=sys.stderr)
             write_report(args.out, {**header, "machine": machine_info()})
-    except (StudyError, ConfigError, EvalLayoutError, FileNotFoundError, ValueError) as error:
+    except (StudyError, ConfigError, CheckpointError, NonFiniteLossError, EvalLayoutError, FileNotFoundError,
+            ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     table = aggregate(load_runs(args.out))
