@@ -30,10 +30,6 @@ class ScalarLogger:
         for tag, value in scalars.items():
             self._writer.add_scalar(tag, value, step)
 
-    def flush(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
-
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
