@@ -101,8 +101,9 @@ def test_write_report_reads_done_files(runs: list[dict], tmp_path: Path) -> None
     for run in runs:
         atomic_write_json(tmp_path / "runs" / run["row"] / f"seed{run['seed']}" / "done.json", run)
     (tmp_path / "runs" / "mgcda" / "seed9").mkdir()  # an unfinished run has no done.json: not counted
-    assert [(r["row"], r["seed"]) for r in load_runs(tmp_path)] == \
-        [("baseline_mix", 0), ("baseline_mix", 1), ("baseline_mix", 2), ("oda", 0), ("mgcda", 0), ("mgcda", 1), ("mgcda", 2)]
+    assert [(r["row"], r["seed"]) for r in load_runs(tmp_path)] == [  # Table 3 order, then seed
+        ("baseline_mix", 0), ("baseline_mix", 1), ("baseline_mix", 2), ("oda", 0),
+        ("mgcda", 0), ("mgcda", 1), ("mgcda", 2)]
     json_path, md_path = write_report(tmp_path, {"budget": "pilot"})
     result = json.loads(json_path.read_text())
     assert result["rows"]["mgcda"]["seeds"] == [0, 1, 2] and len(result["runs"]) == 7

@@ -148,7 +148,8 @@ def write_eval_sets(root: Path) -> tuple[Path, Path, Path]:
         for folder in ("original", "labels"):
             (root / split / folder).mkdir(parents=True)
         for index in range(2):
-            Image.fromarray(rng.integers(0, 256, (64, 128, 3), dtype=np.uint8)).save(root / split / "original" / f"{index}.png")
+            rgb = rng.integers(0, 256, (64, 128, 3), dtype=np.uint8)
+            Image.fromarray(rgb).save(root / split / "original" / f"{index}.png")
             Image.fromarray(label).save(root / split / "labels" / f"{index}.png")
         splits.append(root / split)
     road = root / "road"
@@ -156,7 +157,8 @@ def write_eval_sets(root: Path) -> tuple[Path, Path, Path]:
     for index in range(2):
         (road / "frames" / f"r{index}.labels").mkdir(parents=True)
         Image.fromarray(rng.integers(0, 256, (64, 128, 3), dtype=np.uint8)).save(road / "frames" / f"r{index}.jpg")
-        Image.fromarray((label == 1).astype(np.uint8) * 2).save(road / "frames" / f"r{index}.labels" / "labels_semantic.png")
+        road_label = (label == 1).astype(np.uint8) * 2  # RoadAnomaly's anomaly id
+        Image.fromarray(road_label).save(road / "frames" / f"r{index}.labels" / "labels_semantic.png")
         names.append(f"r{index}.jpg")
     (road / "frame_list.json").write_text(json.dumps(names))
     return splits[0], splits[1], road

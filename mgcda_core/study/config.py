@@ -67,7 +67,8 @@ class StudyTrain:
 
     def __post_init__(self) -> None:
         if self.checkpoint_every < 1 or self.log_every < 1:
-            raise ValueError(f"checkpoint_every and log_every must be >= 1, got {self.checkpoint_every}, {self.log_every}")
+            raise ValueError(f"checkpoint_every and log_every must be >= 1, "
+                             f"got {self.checkpoint_every}, {self.log_every}")
 
 
 @dataclass(frozen=True)

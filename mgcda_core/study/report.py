@@ -19,6 +19,7 @@ from mgcda_core.utils.atomic import atomic_write_json, atomic_write_text
 
 SET_LABELS = {"target_test": "procedural target (test)", "road_anomaly": "RoadAnomaly dev (20 frames)",
               "target_val": "procedural target (validation)"}
+SET_ORDER = ("target_test", "road_anomaly", "target_val")  # column order of the tables
 ROW_LABELS = dict(ROWS)
 # Higher is better for AP and AUROC, lower for FPR95 (used to pick the recipe on the validation split).
 SELECTION = ("target_val", "dissimilarity", "AP")
@@ -97,7 +98,7 @@ def format_cell(stats: Mapping | None) -> str:
     return f"{mean} ± {100 * stats['std']:.1f}" if stats["std"] is not None else f"{mean} ± –"
 
 
-def markdown_table(table: Mapping, score: str, sets: Sequence[str] = ("target_test", "road_anomaly", "target_val")) -> str:
+def markdown_table(table: Mapping, score: str, sets: Sequence[str] = SET_ORDER) -> str:
     """One markdown table for ``score``: a line per row (Table 3 order), AP / FPR95 / AUROC per evaluation set."""
     header = ["row", "seeds", "steps"] + [f"{SET_LABELS.get(s, s)} {m}" for s in sets for m in METRICS] + \
              ["train s/run", "eval s/run"]
@@ -116,7 +117,7 @@ def markdown_table(table: Mapping, score: str, sets: Sequence[str] = ("target_te
     return "\n".join(lines)
 
 
-def reference_table(reference: Mapping, sets: Sequence[str] = ("target_test", "road_anomaly", "target_val")) -> str:
+def reference_table(reference: Mapping, sets: Sequence[str] = SET_ORDER) -> str:
     """Markdown table of the training-free scores ({set: {score: metrics}}), one line per score."""
     scores = sorted({score for by_score in reference.values() for score in by_score})
     header = ["training-free score"] + [f"{SET_LABELS.get(s, s)} {m}" for s in sets for m in METRICS]
