@@ -65,8 +65,8 @@ def split_target(target_root: Path, out: Path, val_every: int) -> tuple[Path, Pa
         for source, folder in ((image, "original"), (label, "labels")):
             link = root / folder / label.name
             link.parent.mkdir(parents=True, exist_ok=True)
-            if not link.is_symlink():
-                link.symlink_to(source.resolve())
+            if not link.is_symlink():  # relative, so the study folder can be moved as a whole
+                link.symlink_to(os.path.relpath(source.resolve(), link.parent.resolve()))
     return roots[0], roots[1]
 
 
