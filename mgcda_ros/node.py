@@ -89,10 +89,7 @@ class AnomalyNode(Node):
         return NodeParams.from_mapping(values)
 
     def detector_backend(self) -> str:
-        runtime = getattr(self.detector, "runtime", None)
-        name = getattr(runtime, "name", self.params.backend)
-        device = getattr(runtime, "device", self.params.device)
-        return f"{name} ({device})"
+        return f"{self.detector.runtime.name} ({self.detector.runtime.device})"
 
     # -- subscription: O(1), keeps only the newest frame ----------------------------------------------------------
     def _on_image(self, msg: Image | CompressedImage) -> None:
