@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import io
+
 import cv2
 import numpy as np
+from PIL import Image as PILImage
 from rosbags.image.image import convert_color
 
 #: encoding -> (channels, numpy dtype) of the raw encodings the node accepts (SPEC §7).
@@ -109,11 +112,18 @@ def compressed_kind(fmt: str) -> str:
 def compressed_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a JPEG/PNG sensor_msgs/CompressedImage into an HxWx3 uint8 RGB array."""
     check_compressed(msg)
+    kind = compressed_kind(msg.format)
+    # the header's size first: a few bytes can claim a huge image (decompression bomb)
+    try:
+        with PILImage.open(io.BytesIO(bytes(msg.data))) as header:
+            width, height = header.size
+    except (OSError, ValueError, PILImage.DecompressionBombError) as err:
+        raise RejectedImage(f"undecodable {kind} data ({len(msg.data)} bytes): {err}") from None
+    _check_size(width, height, max_pixels)
     # IMREAD_COLOR: grey, 16-bit and alpha images all come back as 8-bit BGR.
     bgr = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise RejectedImage(f"undecodable {compressed_kind(msg.format)} data ({len(msg.data)} bytes)")
-    _check_size(bgr.shape[1], bgr.shape[0], max_pixels)
+        raise RejectedImage(f"undecodable {kind} data ({len(msg.data)} bytes)")
     return np.ascontiguousarray(convert_color(bgr, "bgr8", "rgb8"))
 
 

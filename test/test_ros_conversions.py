@@ -114,6 +114,13 @@ def test_bad_compressed_images_are_rejected(fmt, data, fragment):
         message_to_rgb(compressed(fmt, data))
 
 
+def test_compressed_image_claiming_an_absurd_size_is_refused_before_decoding():
+    ok, png = cv2.imencode(".png", np.zeros((64, 64), np.uint8))
+    assert ok
+    with pytest.raises(RejectedImage, match="64x64 exceeds the limit of 1000 pixels"):
+        message_to_rgb(compressed("png", png.tobytes()), max_pixels=1000)
+
+
 def test_output_fields_round_trip_and_encode_the_contract():
     score = RNG.random((6, 5), dtype=np.float32)
     mask = anomaly_mask(score, 0.5)
