@@ -34,9 +34,11 @@ def _median_ms(samples: list[float]) -> float:
     return 1000.0 * statistics.median(samples)
 
 
-def _profile(onnx_bytes: bytes, image: np.ndarray, directory: Path, tag: str) -> str:
+def _profile(onnx_bytes: bytes, image: np.ndarray, directory: Path, tag: str, threads: int) -> str:
+    """Run ONNX Runtime's per-operator profiler (enable_profiling) and return the JSON trace path."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
     options.enable_profiling = True
     options.profile_file_prefix = str(directory / f"ort_profile_{tag}")
     session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
@@ -51,30 +53,38 @@ def run(quick: bool = False) -> list[dict]:
     graph = _default_graph()
     torch_runtime = TorchRuntime(graph, "cpu")
     profile_dir = os.environ.get("MGCDA_ORT_PROFILE")
+    default_threads = torch.get_num_threads()
+    # One thread each, and each library's default: on a loaded machine multi-threaded OpenMP barriers in PyTorch
+    # eager wait for descheduled threads, so the single-thread row is the load-robust comparison.
+    thread_counts = sorted({1, default_threads})
     rows = []
     for height, width in sizes:
         proto = export_to_proto(graph, ExportConfig(height=height, width=width))
-        ort_runtime = OnnxRuntime(proto, "cpu")
         image = np.random.default_rng(0).random((1, 3, height, width), dtype=np.float32)
-        torch_out, ort_out = torch_runtime.run(image), ort_runtime.run(image)  # warm-up (and allocator growth)
-        times: dict[str, list[float]] = {"torch": [], "onnxruntime": []}
-        for _ in range(repeats):
-            for name, runtime in (("torch", torch_runtime), ("onnxruntime", ort_runtime)):
-                start = time.perf_counter()
-                runtime.run(image)
-                times[name].append(time.perf_counter() - start)
-        torch_ms, ort_ms = _median_ms(times["torch"]), _median_ms(times["onnxruntime"])
-        row = {
-            "graph": "default (ESPNetv2 max_logit)",
-            "size": f"{height}x{width}",
-            "threads": torch.get_num_threads(),
-            "torch_ms": torch_ms,
-            "onnxruntime_ms": ort_ms,
-            "speedup_ort_vs_torch": torch_ms / ort_ms,
-            "max_abs_diff": float(np.abs(torch_out - ort_out).max()),
-        }
-        if profile_dir:
-            Path(profile_dir).mkdir(parents=True, exist_ok=True)
-            row["ort_profile"] = _profile(proto.SerializeToString(), image, Path(profile_dir), f"{height}x{width}")
-        rows.append(row)
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            ort_runtime = OnnxRuntime(proto, "cpu", threads=threads)
+            torch_out, ort_out = torch_runtime.run(image), ort_runtime.run(image)  # warm-up (allocator growth)
+            times: dict[str, list[float]] = {"torch": [], "onnxruntime": []}
+            for _ in range(repeats):
+                for name, runtime in (("torch", torch_runtime), ("onnxruntime", ort_runtime)):
+                    start = time.perf_counter()
+                    runtime.run(image)
+                    times[name].append(time.perf_counter() - start)
+            torch_ms, ort_ms = _median_ms(times["torch"]), _median_ms(times["onnxruntime"])
+            row = {
+                "graph": "default (ESPNetv2 max_logit)",
+                "size": f"{height}x{width}",
+                "threads": threads,
+                "torch_ms": torch_ms,
+                "onnxruntime_ms": ort_ms,
+                "speedup_ort_vs_torch": torch_ms / ort_ms,
+                "max_abs_diff": float(np.abs(torch_out - ort_out).max()),
+            }
+            if profile_dir:
+                Path(profile_dir).mkdir(parents=True, exist_ok=True)
+                row["ort_profile"] = _profile(proto.SerializeToString(), image, Path(profile_dir),
+                                              f"{height}x{width}_t{threads}", threads)
+            rows.append(row)
+    torch.set_num_threads(default_threads)
     return rows
