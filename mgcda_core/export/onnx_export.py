@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 
 from mgcda_core.constants import DEFAULT_INPUT_SIZE
 from mgcda_core.export.onnx_checks import INPUT_NAME, check_io, load_supported_ops, operator_counts, tensorrt_problems
+from mgcda_core.runtime.onnx_runtime import OnnxRuntime
 from mgcda_core.utils.atomic import atomic_write_bytes, atomic_write_json
 
 LOG = logging.getLogger(__name__)
@@ -88,24 +88,11 @@ def export_to_proto(graph: torch.nn.Module, config: ExportConfig = ExportConfig(
     return model
 
 
-def ort_session(model: onnx.ModelProto | bytes | str | Path, providers: list[str] | None = None,
-                threads: int | None = None) -> ort.InferenceSession:
-    """An ONNX Runtime session with all graph optimisations on."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    if isinstance(source, Path):
-        source = str(source)
-    return ort.InferenceSession(source, sess_options=options, providers=providers or ["CPUExecutionProvider"])
-
-
 def max_abs_difference(model: onnx.ModelProto, graph: torch.nn.Module, image: np.ndarray) -> float:
     """max |ONNX Runtime(model)(image) - graph(image)| on CPU."""
     with torch.inference_mode():
         expected = graph.eval()(torch.from_numpy(image)).float().numpy()
-    (actual,) = ort_session(model).run(None, {INPUT_NAME: image})
+    actual = OnnxRuntime(model, "cpu").run(image)
     if actual.shape != expected.shape:
         raise ValueError(f"ONNX Runtime output shape {actual.shape} differs from PyTorch's {expected.shape}")
     return float(np.abs(actual - expected).max())
