@@ -74,7 +74,7 @@ def export(args: argparse.Namespace) -> None:
 
     print(f"exporting {args.stages} ({score if args.stages == 'score' else 'prefix'}) at {args.height}x{args.width}"
           f"{' dynamic' if args.dynamic else ''}, opset {OPSET} ...", flush=True)
-    report = export_onnx(graph, args.onnx, config, describe)
+    report = export_onnx(graph, args.onnx, config, describe, progress=True)
     facts = report.description
     print(f"wrote {args.onnx} (+ {args.onnx.name}.json), sha256 {report.onnx_sha256[:16]}...")
     print(f"ONNX Runtime vs PyTorch max abs difference at {args.height}x{args.width}: "
@@ -97,6 +97,8 @@ def build_engine(args: argparse.Namespace) -> None:
     minimum, optimum, maximum = profile_for(proto, args.height, args.width, args.max_height, args.max_width)
     config = BuildConfig(precision=args.precision, min_shape=minimum, opt_shape=optimum, max_shape=maximum,
                          workspace_bytes=args.workspace_mb << 20, timing_cache=args.engine_cache / "timing.cache")
+    print(f"building the {args.precision} TensorRT engine (minutes on a Jetson; reused from {args.engine_cache} "
+          "when already built) ...", flush=True)
     cached = build_engine_cached(args.onnx, args.engine_cache, config, args.device)
     write_engine(args.engine, engine_key(args.onnx.read_bytes(), config, args.device), cached.data)
     state = "built" if cached.built else "reused from cache"

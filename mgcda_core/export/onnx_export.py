@@ -31,9 +31,16 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+from tqdm import tqdm
 
 from mgcda_core.constants import DEFAULT_INPUT_SIZE
-from mgcda_core.export.onnx_checks import INPUT_NAME, check_io, load_supported_ops, operator_counts, tensorrt_problems
+from mgcda_core.export.onnx_checks import (
+    INPUT_NAME,
+    check_io,
+    check_tensorrt_compatible,
+    load_supported_ops,
+    operator_counts,
+)
 from mgcda_core.runtime.onnx_runtime import OnnxRuntime
 from mgcda_core.utils.atomic import atomic_write_bytes, atomic_write_json
 
@@ -171,53 +178,68 @@ def check_agreement(model: onnx.ModelProto, graph: torch.nn.Module, image: np.nd
     return difference, noise
 
 
+def check_dynamic(model: onnx.ModelProto, graph: torch.nn.Module, config: ExportConfig,
+                  tolerance: float | None) -> dict[str, Any]:
+    """Agreement at a second shape (batch + 1, H + multiple, W + 2 multiple) of a dynamic export.
+
+    The tracer records shape arithmetic done with Python ints as constants; this shows whether the symbolic
+    dimensions really generalise, and refuses (ValueError) when they do not.
+    """
+    other = ExportConfig(height=config.height + config.multiple, width=config.width + 2 * config.multiple,
+                         batch=config.batch + 1, multiple=config.multiple)
+    try:
+        difference, _ = check_agreement(model, graph, reference_image(other), tolerance)
+    except Exception as error:  # ONNX Runtime raises its own types for shape mismatches
+        raise ValueError(f"the --dynamic export does not generalise: at {other.batch}x3x{other.height}x"
+                         f"{other.width} {error}. Export a fixed size instead.") from None
+    return {"size": [other.batch, 3, other.height, other.width], "max_abs_diff": difference}
+
+
 def export_onnx(graph: torch.nn.Module, path: str | Path, config: ExportConfig = ExportConfig(),
                 describe: Callable[[onnx.ModelProto], dict[str, Any]] | None = None,
-                tolerance: float | None = 1e-4) -> ExportReport:
+                tolerance: float | None = 1e-4, progress: bool = False) -> ExportReport:
     """Export ``graph`` to ``path`` (+ ``path.json`` sidecar), after checking it.
 
     Refuses (ValueError) a model using operators TensorRT cannot parse, breaking the input/output contract, or
     differing from PyTorch by more than ``tolerance`` and more than ``NOISE_FACTOR`` times the graph's float32
     noise floor on the same input (``fp32_noise_floor``); None: report only. ``describe(model)`` adds graph-specific
-    facts to the sidecar and may refuse by raising. Nothing is written on refusal.
+    facts to the sidecar and may refuse by raising. Nothing is written on refusal. ``progress`` shows a tqdm bar
+    over the steps.
     """
-    model = export_to_proto(graph, config)
-    input_spec, output_spec = check_io(model, size=(config.height, config.width))
-    supported = load_supported_ops()
-    problems = tensorrt_problems(model, supported)
-    if problems:
-        raise ValueError("exported ONNX is not TensorRT-compatible: " + "; ".join(problems))
-    description = describe(model) if describe else {}
-    difference, noise = check_agreement(model, graph, reference_image(config), tolerance)
-    if config.dynamic:
-        # The tracer records shape arithmetic done in Python as constants; a second shape shows whether the
-        # symbolic dimensions really generalise.
-        other = ExportConfig(height=config.height + config.multiple, width=config.width + 2 * config.multiple,
-                             batch=config.batch + 1, multiple=config.multiple)
-        try:
-            other_difference, _ = check_agreement(model, graph, reference_image(other), tolerance)
-        except Exception as error:  # ONNX Runtime raises its own types for shape mismatches
-            raise ValueError(f"the --dynamic export does not generalise: at {other.batch}x3x{other.height}x"
-                             f"{other.width} {error}. Export a fixed size instead.") from None
-        description = {**description, "dynamic_check": {"size": [other.batch, 3, other.height, other.width],
-                                                        "max_abs_diff": other_difference}}
-    data = model.SerializeToString()
-    report = ExportReport(
-        onnx_path=str(path),
-        onnx_sha256=hashlib.sha256(data).hexdigest(),
-        opset=config.opset,
-        exporter=EXPORTER,
-        torch_version=torch.__version__,
-        dynamic=config.dynamic,
-        inputs=[input_spec.to_dict()],
-        outputs=[output_spec.to_dict()],
-        operators=dict(sorted(operator_counts(model).items())),
-        tensorrt_supported_ops=supported.tensorrt_version,
-        max_abs_diff_onnxruntime_vs_torch=difference,
-        max_abs_diff_size=[config.batch, 3, config.height, config.width],
-        noise_floor=noise,
-        description=description,
-    )
-    atomic_write_bytes(path, data)
-    atomic_write_json(sidecar_path(path), report.to_dict())
+    with tqdm(total=5 if config.dynamic else 4, desc="export", disable=not progress, leave=False) as steps:
+        model = export_to_proto(graph, config)
+        steps.update()
+        steps.set_description("checks")
+        input_spec, output_spec = check_io(model, size=(config.height, config.width))
+        supported = load_supported_ops()
+        check_tensorrt_compatible(model, supported)
+        description = describe(model) if describe else {}
+        steps.update()
+        steps.set_description("ONNX Runtime vs PyTorch")
+        difference, noise = check_agreement(model, graph, reference_image(config), tolerance)
+        steps.update()
+        if config.dynamic:
+            description = {**description, "dynamic_check": check_dynamic(model, graph, config, tolerance)}
+            steps.update()
+        steps.set_description("write")
+        data = model.SerializeToString()
+        report = ExportReport(
+            onnx_path=str(path),
+            onnx_sha256=hashlib.sha256(data).hexdigest(),
+            opset=config.opset,
+            exporter=EXPORTER,
+            torch_version=torch.__version__,
+            dynamic=config.dynamic,
+            inputs=[input_spec.to_dict()],
+            outputs=[output_spec.to_dict()],
+            operators=dict(sorted(operator_counts(model).items())),
+            tensorrt_supported_ops=supported.tensorrt_version,
+            max_abs_diff_onnxruntime_vs_torch=difference,
+            max_abs_diff_size=[config.batch, 3, config.height, config.width],
+            noise_floor=noise,
+            description=description,
+        )
+        atomic_write_bytes(path, data)
+        atomic_write_json(sidecar_path(path), report.to_dict())
+        steps.update()
     return report
