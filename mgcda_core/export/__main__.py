@@ -78,8 +78,8 @@ def export(args: argparse.Namespace) -> None:
     facts = report.description
     print(f"wrote {args.onnx} (+ {args.onnx.name}.json), sha256 {report.onnx_sha256[:16]}...")
     print(f"ONNX Runtime vs PyTorch max abs difference at {args.height}x{args.width}: "
-          f"{report.max_abs_diff_onnxruntime_vs_torch:.3g}"
-          + (f" (above 1e-4 but within 3x the graph's float32 noise floor {report.noise_floor:.3g})"
+          f"{report.max_abs_diff_onnxruntime_vs_torch:.3g} (max |output| {report.output_max_abs:.3g})"
+          + (f"; above the tolerance but within 3x the graph's float32 noise floor {report.noise_floor:.3g}"
              if report.noise_floor is not None else ""))
     print(f"operators: {sum(report.operators.values())} nodes of {len(report.operators)} types, all in the TensorRT "
           f"{report.tensorrt_supported_ops} ONNX parser's supported list")
