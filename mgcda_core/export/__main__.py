@@ -62,9 +62,8 @@ def export(args: argparse.Namespace) -> None:
     from mgcda_core.pipeline.detector import build_graph
 
     score = args.score or ("dissimilarity" if args.checkpoint else "max_logit")
+    config = ExportConfig(height=args.height, width=args.width, dynamic=args.dynamic, output_name=args.stages)
     graph = build_graph(score, args.checkpoint, output=args.stages)
-    config = ExportConfig(height=args.height, width=args.width, dynamic=args.dynamic,
-                          output_name=args.stages if args.stages != "score" else "score")
 
     def describe(model: onnx.ModelProto) -> dict:
         return {"stages": args.stages, "score": score if args.stages == "score" else None,
