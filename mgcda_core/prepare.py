@@ -34,6 +34,7 @@ from mgcda_core.data.voidclass import VoidClass, VoidClassConfig
 from mgcda_core.pipeline.stages import InferenceStages, StageOutputs
 from mgcda_core.utils.atomic import atomic_write_json
 from mgcda_core.utils.images import read_label, write_png
+from mgcda_core.utils.cli import parse_size
 
 DOMAINS = ("voidclass", "anomalymix")  # also the folder names under --out
 
@@ -197,13 +198,6 @@ def prepare(config: PrepareConfig, stages: torch.nn.Module | None = None) -> dic
     return result
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 256x512, got {text!r}") from None
-    return height, width
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mgcda_core.prepare", description=__doc__.split("\n\n")[0])
@@ -212,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="output folder (one sub-folder per domain)")
     parser.add_argument("--split", default="train", help="Cityscapes split (default train)")
     parser.add_argument("--coco-split", default="train2017", help="COCO split (default train2017)")
-    parser.add_argument("--size", type=_parse_size, default=DEFAULT_INPUT_SIZE, help="output size HxW (256x512)")
+    parser.add_argument("--size", type=parse_size, default=DEFAULT_INPUT_SIZE, help="output size HxW (256x512)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0, help="AnomalyMix object choice and position")
     parser.add_argument("--limit", type=int, default=None, help="only the first N frames (by name) per domain")

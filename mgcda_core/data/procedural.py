@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from mgcda_core.data.cityscapes import label_id, label_ids_to_train_ids
 from mgcda_core.utils.atomic import atomic_write_json, atomic_write_with
+from mgcda_core.utils.cli import parse_size
 
 Polygon = np.ndarray  # K x 2 float (x, y)
 
@@ -585,20 +586,13 @@ def generate(out: str | os.PathLike[str], config: ProceduralConfig = ProceduralC
     return manifest
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 256x512, got {text!r}") from None
-    return height, width
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mgcda_core.data.procedural", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--frames", type=int, default=200, help="Cityscapes source frames (both styles together)")
-    parser.add_argument("--size", type=_parse_size, default=(256, 512), help="frame size HxW (default 256x512)")
+    parser.add_argument("--size", type=parse_size, default=(256, 512), help="frame size HxW (default 256x512)")
     parser.add_argument("--coco-images", type=int, default=None, help="mini-COCO images (default max(8, frames/2))")
     parser.add_argument("--target-frames", type=int, default=None,
                         help="Fishyscapes target frames (default max(4, frames/4))")
