@@ -3,6 +3,10 @@ refusal of mismatched weight files."""
 
 from __future__ import annotations
 
+import math
+import warnings
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +14,15 @@ from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
 from torch.nn import functional as F
 
 from mgcda_core.model.segmentation import DEFAULT_WEIGHTS, load_segmentation
-from mgcda_core.model.segmentation.espnetv2 import ESPNetv2, adaptive_avg_pool, load_espnetv2, parse_weights_name
+from mgcda_core.model.segmentation.espnetv2 import (
+    PYRAMID_SCALES,
+    ESPNetv2,
+    adaptive_avg_pool,
+    adaptive_avg_pool_symbolic,
+    load_espnetv2,
+    parse_weights_name,
+    pyramid_size,
+)
 from mgcda_core.pipeline.detector import to_network_input
 from mgcda_core.utils.images import read_label, read_rgb
 
@@ -121,9 +133,41 @@ def test_unknown_file_name_and_model_refused(tmp_path):
 @pytest.mark.parametrize("shape, size", [((13, 29), (5, 7)), ((13, 29), (2, 3)), ((13, 29), (13, 29)),
                                          ((13, 29), (26, 58)), ((13, 29), (40, 90)), ((24, 48), (16, 32)),
                                          ((24, 48), (12, 8)), ((33, 50), (22, 33)), ((4, 8), (5, 5))])
-def test_exportable_adaptive_pool_equals_torch(shape, size):
+@pytest.mark.parametrize("pool", [adaptive_avg_pool, adaptive_avg_pool_symbolic])
+def test_exportable_adaptive_pool_equals_torch(shape, size, pool):
     x = torch.randn(2, 3, *shape, dtype=torch.float64)
-    torch.testing.assert_close(adaptive_avg_pool(x, size), F.adaptive_avg_pool2d(x, size))
+    torch.testing.assert_close(pool(x, size), F.adaptive_avg_pool2d(x, size))
+
+
+def test_symbolic_pool_traced_at_one_size_is_exact_at_others():
+    """The traced graph must recompute its bins from the input shape (a frozen one would be wrong elsewhere)."""
+    def pool(x):
+        return adaptive_avg_pool_symbolic(x, (x.shape[-2] // 3 + 1, pyramid_size(x.shape[-1], Fraction(1, 10))))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer warns about traced sizes, which is the point here
+        traced = torch.jit.trace(pool, torch.randn(1, 2, 16, 32))
+    for shape in ((16, 32), (13, 29), (40, 90), (7, 64)):
+        x = torch.randn(1, 2, *shape)
+        size = (shape[0] // 3 + 1, max(math.ceil(shape[1] * 0.1), 5))
+        torch.testing.assert_close(traced(x), F.adaptive_avg_pool2d(x, size))
+
+
+def test_pyramid_sizes_equal_the_reference_float_ceil():
+    sides = torch.arange(1, 4097)
+    for scale, reference in zip(PYRAMID_SCALES, (2.0, 1.5, 1.0, 0.5, 0.1)):
+        expected = [max(math.ceil(side * reference), 5) for side in range(1, 4097)]
+        assert [pyramid_size(side, scale) for side in range(1, 4097)] == expected
+        assert pyramid_size(sides, scale).tolist() == expected
+
+
+def test_symbolic_shapes_give_the_same_logits():
+    fixed = ESPNetv2(0.5).eval()
+    symbolic = ESPNetv2(0.5, symbolic_shapes=True).eval()
+    symbolic.load_state_dict(fixed.state_dict())
+    x = torch.rand(1, 3, 72, 136)
+    with torch.inference_mode():
+        torch.testing.assert_close(symbolic(x), fixed(x), rtol=1e-5, atol=1e-5)
 
 
 def test_forward_returns_19_logits_at_input_size_for_non_multiple_sizes():

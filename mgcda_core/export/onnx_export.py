@@ -23,7 +23,8 @@ import hashlib
 import io
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,30 @@ class ExportConfig:
                              f"got {self.height} x {self.width}")
 
 
+@contextmanager
+def symbolic_shapes(graph: torch.nn.Module, enabled: bool) -> Iterator[None]:
+    """Set ``symbolic_shapes`` on every submodule that has that flag (ESPNetv2's pyramid pools) while inside.
+
+    Such modules do shape arithmetic in Python ints by default (faster, but the tracer freezes it); with the flag
+    they compute it from traced shapes so that a dynamic export generalises. Restored on exit.
+    """
+    flagged = [module for module in graph.modules() if isinstance(getattr(module, "symbolic_shapes", None), bool)]
+    previous = [module.symbolic_shapes for module in flagged]
+    try:
+        for module in flagged:
+            module.symbolic_shapes = enabled
+        yield
+    finally:
+        for module, value in zip(flagged, previous):
+            module.symbolic_shapes = value
+
+
 def export_to_proto(graph: torch.nn.Module, config: ExportConfig = ExportConfig()) -> onnx.ModelProto:
-    """Trace ``graph`` (in eval mode) with the pinned exporter and return the checked ONNX model."""
+    """Trace ``graph`` (in eval mode) with the pinned exporter and return the checked ONNX model.
+
+    A dynamic export traces with ``symbolic_shapes`` on (shape arithmetic recorded as ONNX shape ops); a fixed
+    one with it off (constant sizes: plain AveragePool/Gather where the pooling bins allow, fastest in TensorRT).
+    """
     graph = graph.eval()
     example = torch.rand(config.batch, 3, config.height, config.width, generator=torch.Generator().manual_seed(0))
     dynamic_axes = None
@@ -80,7 +103,7 @@ def export_to_proto(graph: torch.nn.Module, config: ExportConfig = ExportConfig(
         dynamic_axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
                         config.output_name: {0: "batch", 2: "height", 3: "width"}}
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), symbolic_shapes(graph, config.dynamic):
         # The TorchScript exporter announces its own deprecation on every call; the choice is documented above.
         warnings.simplefilter("ignore")
         torch.onnx.export(

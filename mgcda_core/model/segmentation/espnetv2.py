@@ -6,7 +6,9 @@ width s). Differences from the reference forward pass, none of which changes the
   heights match, which is the same count for any size, but is data-dependent Python control flow);
 - adaptive average pooling to sizes that do not divide the input is written with average pooling and a
   constant row selection, or small averaging matrices (identical values to ``F.adaptive_avg_pool2d``;
-  exportable to ONNX/TensorRT, which lack that op);
+  exportable to ONNX/TensorRT, which lack that op). With ``symbolic_shapes`` set (for a dynamic-size export) the
+  pyramid sizes and all pooling matrices are computed from the traced tensor shapes instead, so the exported
+  graph is valid at every input size;
 - decoder upsampling goes to the skip connection's size instead of ``scale_factor=2``.
 
 The Cityscapes files have 20 output channels: the 19 train ids followed by "background" (EdgeNets' ignore class).
@@ -19,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -34,8 +37,11 @@ BRANCHES = 4
 LEVEL3_REPEATS, LEVEL4_REPEATS = 3, 7
 # Receptive-field limits of the EESP blocks: level2_0, level3_0, level3, level4_0, level4.
 RECEPTIVE_LIMITS = {"level2_0": 13, "level3_0": 11, "level3": 9, "level4_0": 9, "level4": 7}
-PYRAMID_SCALES = (2.0, 1.5, 1.0, 0.5, 0.1)
+PYRAMID_SCALES = tuple(Fraction(v) for v in ("2", "3/2", "1", "1/2", "1/10"))
+PYRAMID_MIN = 5  # smallest side of a pyramid level
 CITYSCAPES_OUTPUTS = NUM_CLASSES + 1  # 19 train ids + background
+
+Size = int | torch.Tensor  # a tensor side: a Python int, or a 0-d tensor while tracing with symbolic shapes
 
 FILE_NAME = re.compile(r"espnetv2_s_(?P<s>[0-9.]+)_city_(?P<w>\d+)x(?P<h>\d+)\.pth$")
 
@@ -131,6 +137,35 @@ def adaptive_avg_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return _pool_axis(_pool_axis(x, -2, size[0]), -1, size[1])
 
 
+def _pooling_matrix(size_in: Size, size_out: Size, like: torch.Tensor) -> torch.Tensor:
+    """size_out x size_in averaging matrix of PyTorch's adaptive bins [floor(o·in/out), ceil((o+1)·in/out)),
+    built with arange and comparisons only, so that a traced size stays symbolic (ONNX Range, Div, Less...)."""
+    o = torch.arange(size_out, device=like.device).unsqueeze(1)
+    start = o * size_in // size_out
+    end = ((o + 1) * size_in + size_out - 1) // size_out  # ceil for positive integers
+    j = torch.arange(size_in, device=like.device).unsqueeze(0)
+    return ((j >= start) & (j < end)).to(like.dtype) / (end - start).to(like.dtype)
+
+
+def adaptive_avg_pool_symbolic(x: torch.Tensor, size: tuple[Size, Size]) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, size)`` as two matrix products whose matrices follow the input shape at run time.
+
+    Unlike ``adaptive_avg_pool`` (which bakes the bins of the traced size into the graph), a traced/exported
+    graph of this stays correct at every input size; ``size`` may itself be traced shape arithmetic. Costs a
+    dense matmul per axis, hence only used for dynamic-size export.
+    """
+    rows = _pooling_matrix(x.shape[-2], size[0], x)
+    cols = _pooling_matrix(x.shape[-1], size[1], x)
+    return torch.matmul(torch.matmul(rows, x), cols.transpose(0, 1))
+
+
+def pyramid_size(size: Size, scale: Fraction) -> Size:
+    """max(ceil(size·scale), 5): a pyramid level's side, in integer arithmetic so that it also traces
+    symbolically (equal to EdgeNets' ``math.ceil(size * float(scale))`` for these scales; tested)."""
+    scaled = (size * scale.numerator + scale.denominator - 1) // scale.denominator
+    return torch.clamp(scaled, min=PYRAMID_MIN) if isinstance(scaled, torch.Tensor) else max(scaled, PYRAMID_MIN)
+
+
 class EESP(nn.Module):
     """Reduce (grouped 1x1) → split into k dilated depthwise 3x3 → hierarchical sum → merge (grouped 1x1)."""
 
@@ -177,10 +212,16 @@ class DownSampler(nn.Module):
 
 
 class EfficientPyramidPool(nn.Module):
-    """Project, depthwise 3x3 at scales (2, 1.5, 1, 0.5, 0.1) of the map, merge with a shuffle and grouped convs."""
+    """Project, depthwise 3x3 at scales (2, 1.5, 1, 0.5, 0.1) of the map, merge with a shuffle and grouped convs.
 
-    def __init__(self, cin: int, proj: int, cout: int, last_layer_br: bool = True) -> None:
+    ``symbolic_shapes``: compute the level sizes and pooling from the (traced) tensor shapes, for an export with
+    dynamic height and width; off, they are Python ints of the current size (faster: average pooling + row
+    selection instead of dense pooling matrices). Both give the same values.
+    """
+
+    def __init__(self, cin: int, proj: int, cout: int, last_layer_br: bool = True, symbolic_shapes: bool = False) -> None:
         super().__init__()
+        self.symbolic_shapes = symbolic_shapes
         self.projection_layer = _CBRSeq(cin, proj, 1)
         self.stages = nn.ModuleList(nn.Conv2d(proj, proj, 3, 1, 1, groups=proj, bias=False) for _ in PYRAMID_SCALES)
         self.merge_layer = nn.Sequential(_BRSeq(proj * len(PYRAMID_SCALES)), _Shuffle(len(PYRAMID_SCALES)),
@@ -190,15 +231,18 @@ class EfficientPyramidPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.projection_layer(x)
-        height, width = int(x.shape[-2]), int(x.shape[-1])
+        if self.symbolic_shapes:
+            height, width, pool = x.shape[-2], x.shape[-1], adaptive_avg_pool_symbolic
+        else:
+            height, width, pool = int(x.shape[-2]), int(x.shape[-1]), adaptive_avg_pool
         outs = []
         for scale, stage in zip(PYRAMID_SCALES, self.stages):
-            size = (max(math.ceil(height * scale), 5), max(math.ceil(width * scale), 5))
-            if scale > 1.0:
+            size = (pyramid_size(height, scale), pyramid_size(width, scale))
+            if scale > 1:
                 up = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
-                outs.append(adaptive_avg_pool(stage(up), (height, width)))
-            elif scale < 1.0:
-                low = stage(adaptive_avg_pool(x, size))
+                outs.append(pool(stage(up), (height, width)))
+            elif scale < 1:
+                low = stage(pool(x, size))
                 outs.append(F.interpolate(low, size=(height, width), mode="bilinear", align_corners=True))
             else:
                 outs.append(stage(x))
@@ -233,9 +277,14 @@ class _EncoderLevels(nn.Module):
 
 
 class ESPNetv2(SegmentationNet):
-    """ESPNetv2 segmentation network of width ``s`` with EdgeNets' Cityscapes decoder (16 base decoder planes)."""
+    """ESPNetv2 segmentation network of width ``s`` with EdgeNets' Cityscapes decoder (16 base decoder planes).
 
-    def __init__(self, s: float = 2.0, working_size: tuple[int, int] | None = None) -> None:
+    ``symbolic_shapes``: trace shape arithmetic symbolically (see ``EfficientPyramidPool``), for dynamic-size
+    ONNX export; ``export_to_proto`` switches it on for the duration of a dynamic export.
+    """
+
+    def __init__(self, s: float = 2.0, working_size: tuple[int, int] | None = None,
+                 symbolic_shapes: bool = False) -> None:
         super().__init__(working_size)
         if s not in LEVEL_CHANNELS:
             raise ValueError(f"ESPNetv2 width s={s} not supported; expected one of {sorted(LEVEL_CHANNELS)}")
@@ -244,10 +293,10 @@ class ESPNetv2(SegmentationNet):
         self.base_net = _EncoderLevels(channels)
         dec = (64, 48, 32, CITYSCAPES_OUTPUTS)
         proj = min(CITYSCAPES_OUTPUTS // 2, 16)
-        self.bu_dec_l1 = EfficientPyramidPool(channels[3], proj, dec[0])
-        self.bu_dec_l2 = EfficientPyramidPool(dec[0], proj, dec[1])
-        self.bu_dec_l3 = EfficientPyramidPool(dec[1], proj, dec[2])
-        self.bu_dec_l4 = EfficientPyramidPool(dec[2], proj, dec[3], last_layer_br=False)
+        self.bu_dec_l1 = EfficientPyramidPool(channels[3], proj, dec[0], symbolic_shapes=symbolic_shapes)
+        self.bu_dec_l2 = EfficientPyramidPool(dec[0], proj, dec[1], symbolic_shapes=symbolic_shapes)
+        self.bu_dec_l3 = EfficientPyramidPool(dec[1], proj, dec[2], symbolic_shapes=symbolic_shapes)
+        self.bu_dec_l4 = EfficientPyramidPool(dec[2], proj, dec[3], last_layer_br=False, symbolic_shapes=symbolic_shapes)
         self.merge_enc_dec_l2 = EfficientPWConv(channels[2], dec[0])
         self.merge_enc_dec_l3 = EfficientPWConv(channels[1], dec[1])
         self.merge_enc_dec_l4 = EfficientPWConv(channels[0], dec[2])
