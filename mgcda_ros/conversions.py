@@ -158,11 +158,18 @@ def rgb_to_fields(rgb: np.ndarray, encoding: str = "rgb8") -> ImageFields:
     return ImageFields(height, width, encoding, big, pixels.nbytes // height, pixels.reshape(-1).view(np.uint8))
 
 
-def mask_to_fields(mask: np.ndarray) -> ImageFields:
-    """Boolean HxW anomaly mask to mono8 fields: 0 normal, 255 anomaly."""
+def mask_to_mono8(mask: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Boolean HxW anomaly mask to mono8 pixels: 0 normal, 255 anomaly (into ``out``, HxW uint8, when given)."""
     if mask.dtype != np.bool_ or mask.ndim != 2:
         raise ValueError(f"expected an HxW bool mask, got {mask.dtype} {mask.shape}")
-    data = mask.astype(np.uint8) * np.uint8(255)
+    if out is not None and (out.shape != mask.shape or out.dtype != np.uint8):
+        raise ValueError(f"out must be a uint8 array of shape {mask.shape}, got {out.dtype} {out.shape}")
+    return np.multiply(mask, np.uint8(255), out=out, dtype=np.uint8)
+
+
+def mask_to_fields(mask: np.ndarray) -> ImageFields:
+    """Boolean HxW anomaly mask to mono8 fields: 0 normal, 255 anomaly."""
+    data = mask_to_mono8(mask)
     return ImageFields(mask.shape[0], mask.shape[1], "mono8", 0, mask.shape[1], data.reshape(-1))
 
 

@@ -24,8 +24,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import SetBool
 
-from mgcda_ros.conversions import ImageFields, RejectedImage, bgr_to_fields, check_compressed, check_image
-from mgcda_ros.conversions import mask_to_fields, message_to_rgb, score_to_fields
+from mgcda_ros.conversions import RejectedImage, check_compressed, check_image, mask_to_mono8, message_to_rgb
 from mgcda_ros.model_loading import ModelLoadError, load_detector
 from mgcda_ros.overlay import anomaly_mask, make_overlay
 from mgcda_ros.params import NodeParams, ParameterError
@@ -33,6 +32,39 @@ from mgcda_ros.stats import RateMeter, RollingPercentiles
 
 NODE_NAME = "anomaly_node"
 DIAGNOSTICS_PERIOD_S = 1.0
+
+
+class ImageOutput:
+    """One output topic and the sensor_msgs/Image it reuses every frame: the worker writes the payload in place.
+
+    Building a fresh message per frame copied each payload twice more in Python (numpy -> array.array -> the
+    ``data`` setter's own copy) before rclpy's conversion. Reuse is safe: ``publish`` converts the message to its C
+    form before returning, and only the worker thread touches it.
+    """
+
+    def __init__(self, publisher: Any, encoding: str, dtype: str, channels: int) -> None:
+        self.publisher = publisher
+        self.message = Image(encoding=encoding, is_bigendian=0)
+        self._dtype, self._channels = np.dtype(dtype), channels
+        self._pixels = np.empty((0, 0, channels) if channels > 1 else (0, 0), self._dtype)
+
+    def listened(self) -> bool:
+        return self.publisher.get_subscription_count() > 0
+
+    def pixels(self, height: int, width: int) -> np.ndarray:
+        """The payload as an HxW(xC) array to write into; reallocated only when the size changes."""
+        if self._pixels.shape[:2] != (height, width):
+            msg = self.message
+            msg.height, msg.width, msg.step = height, width, width * self._channels * self._dtype.itemsize
+            msg.data = array.array("B", bytes(msg.step * height))  # array.array: rclpy's native uint8[] type
+            shape = (height, width, self._channels) if self._channels > 1 else (height, width)
+            # read back: the setter stores its own copy, and that copy is what gets published
+            self._pixels = np.frombuffer(msg.data, self._dtype).reshape(shape)
+        return self._pixels
+
+    def publish(self, header: Any) -> None:
+        self.message.header = header
+        self.publisher.publish(self.message)
 
 
 class AnomalyNode(Node):
@@ -67,9 +99,11 @@ class AnomalyNode(Node):
         else:
             self._check = lambda msg: check_image(msg, p.max_input_pixels)
             self.create_subscription(Image, "image", self._on_image, input_qos)
-        self._mask_pub = self.create_publisher(Image, "anomaly_mask", output_qos)
-        self._score_pub = self.create_publisher(Image, "anomaly_score", output_qos) if p.publish_score else None
-        self._overlay_pub = self.create_publisher(Image, "anomaly_overlay", output_qos) if p.publish_overlay else None
+        self._mask_out = ImageOutput(self.create_publisher(Image, "anomaly_mask", output_qos), "mono8", "u1", 1)
+        self._score_out = (ImageOutput(self.create_publisher(Image, "anomaly_score", output_qos), "32FC1", "<f4", 1)
+                           if p.publish_score else None)
+        self._overlay_out = (ImageOutput(self.create_publisher(Image, "anomaly_overlay", output_qos), "bgr8", "u1", 3)
+                             if p.publish_overlay else None)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(SetBool, "~/enable", self._on_enable)
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
@@ -161,13 +195,17 @@ class AnomalyNode(Node):
         model_s, cpu_model = time.monotonic() - start, time.thread_time() - cpu_model_start
         if score.shape != rgb.shape[:2] or score.dtype != np.float32:
             raise RuntimeError(f"detector returned {score.dtype} {score.shape}, expected float32 {rgb.shape[:2]}")
+        height, width = score.shape
         mask = anomaly_mask(score, p.threshold)
-        self._publish(self._mask_pub, msg.header, mask_to_fields(mask))
+        mask_to_mono8(mask, out=self._mask_out.pixels(height, width))
+        self._mask_out.publish(msg.header)
         # the score (4 bytes/pixel) and the overlay (a full-resolution blend) are large: only while someone listens.
-        if self._score_pub is not None and self._score_pub.get_subscription_count() > 0:
-            self._publish(self._score_pub, msg.header, score_to_fields(score))
-        if self._overlay_pub is not None and self._overlay_pub.get_subscription_count() > 0:
-            self._publish(self._overlay_pub, msg.header, bgr_to_fields(make_overlay(rgb, mask, p.overlay_alpha)))
+        if self._score_out is not None and self._score_out.listened():
+            np.copyto(self._score_out.pixels(height, width), score)
+            self._score_out.publish(msg.header)
+        if self._overlay_out is not None and self._overlay_out.listened():
+            make_overlay(rgb, mask, p.overlay_alpha, out=self._overlay_out.pixels(height, width))
+            self._overlay_out.publish(msg.header)
         done = time.monotonic()
         self._processed_rate.tick(done)
         self._latency_ms.add((done - received) * 1e3)
@@ -178,19 +216,6 @@ class AnomalyNode(Node):
             self._age_ms.add((self.get_clock().now().nanoseconds - stamp) / 1e6)
         with self._cond:
             self._counters["processed"] += 1
-
-    @staticmethod
-    def _publish(publisher: Any, header: Any, fields: ImageFields) -> None:
-        out = Image()
-        out.header = header
-        out.height, out.width, out.encoding = fields.height, fields.width, fields.encoding
-        out.is_bigendian, out.step = fields.is_bigendian, fields.step
-        # array.array is rclpy's native type for uint8[]: filling one from the numpy buffer is one memcpy,
-        # where assigning bytes costs an extra conversion (~1 ms per 1280x720 image)
-        data = array.array("B")
-        data.frombytes(fields.data)
-        out.data = data
-        publisher.publish(out)
 
     # -- diagnostics ----------------------------------------------------------------------------------------------
     def diagnostics_values(self) -> dict[str, str]:

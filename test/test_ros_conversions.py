@@ -9,6 +9,7 @@ from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import CompressedImage, Image
 
 from mgcda_ros.conversions import (RejectedImage, bgr_to_fields, fields_to_array, image_to_rgb, label_from_image,
+                                   mask_to_mono8,
                                    mask_to_fields, message_to_rgb, rgb_to_fields, score_to_fields)
 from mgcda_ros.overlay import TINT_RGB, anomaly_mask, make_overlay
 from mgcda_ros.stats import RateMeter, RollingPercentiles
@@ -154,6 +155,26 @@ def test_overlay_tints_only_anomalous_pixels():
     np.testing.assert_array_equal(out[~mask], RGB[~mask][:, ::-1])
     with pytest.raises(ValueError, match="alpha"):
         make_overlay(RGB, mask, 1.5)
+
+
+def test_overlay_and_mask_written_in_place_into_given_buffers():
+    rgb = RNG.integers(0, 256, size=(12, 7, 3), dtype=np.uint8)
+    mask = np.zeros((12, 7), bool)
+    mask[4:7] = RNG.random((3, 7)) > 0.4  # anomalies only in rows 4-6
+    expected = rgb.astype(np.float64)
+    expected[mask] = 0.6 * expected[mask] + 0.4 * np.array(TINT_RGB)
+    out = np.full_like(rgb, 77)  # stale content must be overwritten everywhere
+    assert make_overlay(rgb, mask, 0.4, out=out) is out
+    assert np.abs(out.astype(int) - np.rint(expected)[:, :, ::-1]).max() <= 1
+    np.testing.assert_array_equal(out[~mask], rgb[~mask][:, ::-1])
+    np.testing.assert_array_equal(make_overlay(rgb, np.zeros_like(mask), 0.4), rgb[:, :, ::-1])
+    with pytest.raises(ValueError, match="out must be a C-contiguous uint8 array of shape"):
+        make_overlay(rgb, mask, 0.4, out=np.zeros((12, 7, 3), np.float32))
+    mono = np.full((12, 7), 9, np.uint8)
+    assert mask_to_mono8(mask, out=mono) is mono
+    np.testing.assert_array_equal(mono, np.where(mask, 255, 0))
+    with pytest.raises(ValueError, match="out must be a uint8 array of shape"):
+        mask_to_mono8(mask, out=np.zeros((7, 12), np.uint8))
 
 
 def test_rolling_percentiles_and_rate():

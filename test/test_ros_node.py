@@ -27,6 +27,7 @@ from std_srvs.srv import SetBool
 
 from mgcda_core.utils.images import read_rgb
 from mgcda_ros.conversions import fields_to_array
+from mgcda_ros.overlay import make_overlay
 from mgcda_ros.ros_process import NodeProcess, Peer, diagnostics_values, wait_until
 
 pytestmark = pytest.mark.ros
@@ -183,6 +184,18 @@ def test_outputs_echo_the_header_for_rgb8_bgr8_mono8_and_jpeg(nodes, road_frame)
     assert [i.qos_profile.reliability for i in info] == [ReliabilityPolicy.RELIABLE]
     sub_info = harness.peer.node.get_subscriptions_info_by_topic("/raw/image")
     assert [i.qos_profile.reliability for i in sub_info] == [ReliabilityPolicy.RELIABLE]  # qos_reliability override
+
+
+def test_outputs_follow_a_change_of_input_size(nodes, road_frame):
+    """The node reuses its output buffers: a new size reallocates them and no stale pixel survives."""
+    harness, _ = nodes
+    small = cv2.resize(road_frame, (48, 30), interpolation=cv2.INTER_AREA)
+    for index, frame in enumerate((small, road_frame)):
+        sent = image_msg(frame, "rgb8", f"resize{index}", stamp(harness.sim_now()))
+        harness.send("raw", sent)
+        score_map = check_outputs(harness, "raw", sent, frame.shape[:2])
+        overlay = fields_to_array(harness.answer_for("raw", sent.header.frame_id, "anomaly_overlay"))
+        np.testing.assert_array_equal(overlay, make_overlay(frame, score_map >= COMMON["threshold"], 0.5))
 
 
 def test_burst_leaves_no_backlog_and_stale_frames_are_dropped(nodes, road_frame):
