@@ -80,6 +80,10 @@ def export(args: argparse.Namespace) -> None:
           f"{report.max_abs_diff_onnxruntime_vs_torch:.3g} (max |output| {report.output_max_abs:.3g})"
           + (f"; above the tolerance but within 3x the graph's float32 noise floor {report.noise_floor:.3g}"
              if report.noise_floor is not None else ""))
+    if "dynamic_check" in facts:
+        check = facts["dynamic_check"]
+        print(f"dynamic: ONNX Runtime vs PyTorch max abs difference at {'x'.join(map(str, check['size']))}: "
+              f"{check['max_abs_diff']:.3g}")
     print(f"operators: {sum(report.operators.values())} nodes of {len(report.operators)} types, all in the TensorRT "
           f"{report.tensorrt_supported_ops} ONNX parser's supported list")
     print(f"exported parameters: {facts['exported_parameters']:,} "
