@@ -97,7 +97,7 @@ class UncertaintyMaps(nn.Module):
         self.extractor = extractor
 
     def forward(self, probs: torch.Tensor, image_normalised: torch.Tensor, synthesis_normalised: torch.Tensor) -> torch.Tensor:
-        size = (int(probs.shape[-2]), int(probs.shape[-1]))
+        size = probs.shape[-2:]  # kept symbolic (no int()) so a dynamic-shape ONNX export follows the input
         # one batched pass for both images: same weights, half the calls
         both = self.extractor.features(torch.cat([image_normalised, synthesis_normalised], 0))
         n = probs.shape[0]
