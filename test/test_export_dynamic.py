@@ -54,3 +54,17 @@ def test_default_graph_exports_dynamically_and_agrees_with_torch_at_other_sizes(
         actual = runtime.run(image)
         assert actual.shape == expected.shape == (1, 1, height, width)
         assert np.abs(actual - expected).max() <= TOLERANCE * max(1.0, float(np.abs(expected).max()))
+
+
+def test_uncertainty_prefix_exports_dynamically_and_agrees_at_another_size(tmp_path: Path) -> None:
+    """The perceptual-difference size follows the input (no frozen Python ints), so the maps the dissimilarity
+    network consumes are right at a size other than the export size."""
+    graph = build_graph("max_logit", output="uncertainty")
+    path = tmp_path / "uncertainty.onnx"
+    export_onnx(graph, path, ExportConfig(height=64, width=128, dynamic=True))
+    image = np.random.default_rng(2).random((1, 3, 96, 160), dtype=np.float32)
+    with torch.inference_mode():
+        expected = graph(torch.from_numpy(image)).numpy()
+    actual = OnnxRuntime(onnx.load(str(path)), "cpu").run(image)
+    assert actual.shape == expected.shape == (1, 3, 96, 160)
+    assert np.abs(actual - expected).max() <= TOLERANCE
