@@ -23,7 +23,13 @@ from tqdm import tqdm
 
 from mgcda_core.constants import DEFAULT_INPUT_SIZE
 from mgcda_core.data.eval_sets import EVAL_SETS, EvalLayoutError, EvalSet, open_eval_set
-from mgcda_core.evaluation import ComponentAccumulator, MetricAccumulator, MetricInputError, frame_metrics, write_metrics
+from mgcda_core.evaluation import (
+    ComponentAccumulator,
+    MetricAccumulator,
+    MetricInputError,
+    frame_metrics,
+    write_metrics,
+)
 from mgcda_core.evaluation.gallery import FrameSelector, GalleryFrame, write_gallery
 from mgcda_core.evaluation.plots import write_curve_plots
 from mgcda_core.pipeline.detector import Detector

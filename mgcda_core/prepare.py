@@ -33,8 +33,8 @@ from mgcda_core.data.layout import LABEL_FOLDER, LAYOUT_FOLDERS, PRIOR_FOLDERS, 
 from mgcda_core.data.voidclass import VoidClass, VoidClassConfig
 from mgcda_core.pipeline.stages import InferenceStages, StageOutputs
 from mgcda_core.utils.atomic import atomic_write_json
-from mgcda_core.utils.images import read_label, write_png
 from mgcda_core.utils.cli import parse_size
+from mgcda_core.utils.images import read_label, write_png
 
 DOMAINS = ("voidclass", "anomalymix")  # also the folder names under --out
 

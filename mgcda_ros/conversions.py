@@ -8,9 +8,8 @@ expected, so the node can count it and keep running.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
 import io
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np

@@ -26,8 +26,14 @@ from mgcda_core.evaluation.report import write_metrics
 from mgcda_core.utils.atomic import atomic_write_json
 from mgcda_core.utils.images import write_png
 from mgcda_ros.bag_io import COMPRESSED, IMAGE, BagWriter, open_bag, stamp_ns
-from mgcda_ros.conversions import RejectedImage, bgr_to_fields, label_from_image, mask_to_fields, message_to_rgb
-from mgcda_ros.conversions import score_to_fields
+from mgcda_ros.conversions import (
+    RejectedImage,
+    bgr_to_fields,
+    label_from_image,
+    mask_to_fields,
+    message_to_rgb,
+    score_to_fields,
+)
 from mgcda_ros.model_loading import ModelLoadError, load_detector
 from mgcda_ros.overlay import anomaly_mask, make_overlay
 from mgcda_ros.params import NodeParams

@@ -33,7 +33,7 @@ def make_image(hard_anomaly: int, easy_anomaly: int, hard_normal: int, easy_norm
 
 def make_batch(pools: list[tuple[int, int, int, int]]):
     images = [make_image(*pool, seed=i) for i, pool in enumerate(pools)]
-    return torch.stack([l for l, _ in images]), torch.stack([p for _, p in images])
+    return torch.stack([label for label, _ in images]), torch.stack([p for _, p in images])
 
 
 # Image pools (hard anomaly, easy anomaly, hard normal, easy normal) and domains V, A, V, A.

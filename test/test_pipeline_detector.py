@@ -11,7 +11,7 @@ import torch
 from mgcda_core.model.checkpoint import save_model
 from mgcda_core.model.dissimilarity import DissimNetPrior
 from mgcda_core.pipeline import Detector, InferenceGraph, scores
-from mgcda_core.pipeline.uncertainty import normalise_entropy, entropy
+from mgcda_core.pipeline.uncertainty import entropy, normalise_entropy
 from mgcda_core.sml_stats import main as sml_stats_main
 from mgcda_core.utils.images import write_png
 

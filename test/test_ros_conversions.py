@@ -8,9 +8,18 @@ import pytest
 from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import CompressedImage, Image
 
-from mgcda_ros.conversions import (RejectedImage, bgr_to_fields, fields_to_array, image_to_rgb, label_from_image,
-                                   mask_to_mono8,
-                                   mask_to_fields, message_to_rgb, rgb_to_fields, score_to_fields)
+from mgcda_ros.conversions import (
+    RejectedImage,
+    bgr_to_fields,
+    fields_to_array,
+    image_to_rgb,
+    label_from_image,
+    mask_to_fields,
+    mask_to_mono8,
+    message_to_rgb,
+    rgb_to_fields,
+    score_to_fields,
+)
 from mgcda_ros.overlay import TINT_RGB, anomaly_mask, make_overlay
 from mgcda_ros.stats import RateMeter, RollingPercentiles
 

@@ -142,7 +142,7 @@ def nodes(tmp_path_factory) -> Iterator[tuple[Harness, dict[str, NodeProcess]]]:
             wait_until(lambda: pub.get_subscription_count() > 0 or not procs[ns].alive(), START_TIMEOUT,
                        f"/{ns}/anomaly_node to subscribe")
             assert procs[ns].alive(), procs[ns].output()
-        for key, inbox in harness.out.items():
+        for key in harness.out:
             wait_until(lambda: peer.node.count_publishers(f"/{key[0]}/{key[1]}") > 0, START_TIMEOUT, f"{key} publisher")
         wait_until(harness.enable.service_is_ready, START_TIMEOUT, "the ~/enable service")
         yield harness, procs

@@ -119,7 +119,7 @@ def test_real_rosbag2_without_metadata_replays_unmodified(shared_data, detector,
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in user_bag.iterdir()} == before
     with open_bag(user_bag) as reader:
         ((_, timestamp, source),) = list(reader.messages([topic]))
-    for topic_out, items in read_outputs(tmp_path / "written").items():
+    for items in read_outputs(tmp_path / "written").values():
         ((written_time, msg),) = items
         assert written_time == timestamp and msg.header.stamp.sec == source.header.stamp.sec
         assert msg.header.stamp.nanosec == source.header.stamp.nanosec and (msg.height, msg.width) == (480, 640)

@@ -16,8 +16,8 @@ from mgcda_core.model.checkpoint import load_model
 from mgcda_core.model.dissimilarity import DissimNetPrior
 from mgcda_core.training.checkpoint import CheckpointError, latest_path, load_training_checkpoint
 from mgcda_core.training.config import load_train_config
-from mgcda_core.training.step import NonFiniteLossError, TrainStep
 from mgcda_core.training.distributed import DistContext
+from mgcda_core.training.step import NonFiniteLossError, TrainStep
 from mgcda_core.training.trainer import Trainer
 from mgcda_core.utils.flops import count_parameters
 

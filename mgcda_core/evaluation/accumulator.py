@@ -15,7 +15,7 @@ import numpy as np
 
 from mgcda_core.evaluation.curves import Curve
 from mgcda_core.evaluation.fishyscapes import fishyscapes_metrics
-from mgcda_core.evaluation.smiyc import BinStrategy, BinnedCurveAccumulator, smiyc_pixel_metrics
+from mgcda_core.evaluation.smiyc import BinnedCurveAccumulator, BinStrategy, smiyc_pixel_metrics
 
 Protocol = Literal["fishyscapes", "smiyc"]
 PROTOCOLS = ("fishyscapes", "smiyc")
