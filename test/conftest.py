@@ -26,3 +26,15 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (a fresh clone has no ../shared); CI has it")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def single_thread_torch():
+    """One intra-op thread for a module of tiny-tensor tests: on 2 shared cores OpenMP spinning makes 2 threads
+    many times slower than 1. Restored afterwards. Use with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

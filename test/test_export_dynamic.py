@@ -18,12 +18,7 @@ from mgcda_core.runtime.onnx_runtime import OnnxRuntime
 TOLERANCE = 1e-4  # the exporter's bar: 1e-4 x max(1, max |output|)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine's cores are shared; one thread is faster on these sizes
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 
 def pyramid_flags(graph: torch.nn.Module) -> list[bool]:

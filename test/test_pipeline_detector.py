@@ -19,14 +19,7 @@ SIZE = (64, 128)
 RNG = np.random.default_rng(7)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads; with the cores shared (the suite, other jobs) OpenMP
-    spinning makes 2 threads many times slower than 1. Restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 
 @pytest.fixture(scope="module")

@@ -30,14 +30,7 @@ WIDTHS = (0.5, 1.0, 1.5, 2.0)
 SIZES = ("1024x512", "512x256")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads; with the cores shared (the suite, other jobs) OpenMP
-    spinning makes 2 threads many times slower than 1. Restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 
 def colour_to_train_ids(colour: np.ndarray) -> np.ndarray:

@@ -3,7 +3,6 @@ inference parameter count. Tiny networks (width 0.125) on 32x64 images."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,13 +24,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "config" / "train.yaml"
 CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Two shared cores: intra-op threads fighting other processes make tiny convs 10x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 
 @pytest.fixture(scope="module")
