@@ -10,8 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mgcda_core.study.report import (aggregate, format_cell, load_runs, markdown_table, mean_std, reference_table,
-                                     select_recipe, wall_time_estimate, write_report)
+from mgcda_core.study.report import (
+    aggregate,
+    format_cell,
+    load_runs,
+    markdown_table,
+    mean_std,
+    reference_table,
+    select_recipe,
+    wall_time_estimate,
+    write_report,
+)
 from mgcda_core.utils.atomic import atomic_write_json
 
 SETS = ("target_val", "target_test", "road_anomaly")

@@ -133,6 +133,13 @@ def test_tensorboard_logs_tau_lr_losses_and_cacl_counts(domains: tuple[Path, Pat
         assert value == pytest.approx(1e-4 * (1 - i / total) ** 0.99, rel=1e-5)  # poly 0.99
     # Anchors drawn per domain never exceed n_anchor (8) per image (2 images per domain and step).
     assert all(0 < e.value <= 16 for e in events.Scalars("cacl/V/anchors"))
+    # The fill ratio is the drawn count over the requested n_anchor x images of that domain.
+    for domain in ("V", "A"):
+        drawn = {e.step: e.value for e in events.Scalars(f"cacl/{domain}/anchors")}
+        fill = {e.step: e.value for e in events.Scalars(f"cacl/{domain}/anchor_fill")}
+        assert sorted(fill) == sorted(drawn)
+        for step, value in fill.items():
+            assert value == pytest.approx(drawn[step] / 16, abs=1e-6)
 
 
 def test_inference_parameters_identical_with_and_without_mdat_cacl(domains: tuple[Path, Path], tmp_path: Path) -> None:

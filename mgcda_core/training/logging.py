@@ -1,8 +1,8 @@
 """TensorBoard scalar logging (rank 0 only) under ``<out_dir>/tensorboard``.
 
 Tags: ``loss/<term>`` for every loss term, ``mdat/tau``, ``mdat/acc_<f|o>_<v|a>`` (domain classifier accuracy
-per domain), ``lr/network``, ``lr/classifiers``, ``cacl/<anchors|negatives>_<v|a>`` and ``cacl/positives``
-(pixels actually drawn).
+per domain), ``lr/network``, ``lr/classifiers``, ``cacl/<V|A>/<anchors|positives|negatives>`` (counts drawn) and
+``cacl/<V|A>/<anchor_fill|positive_fill>`` (fraction of the requested set filled).
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from mgcda_core.model.dissimilarity import DissimNetPrior
 from mgcda_core.model.domain_classifiers import FeatureDomainClassifier, OutputDomainClassifier, set_requires_grad
 from mgcda_core.model.projector import ContrastProjector
 from mgcda_core.training.config import TrainConfig
+from mgcda_core.training.diagnostics import AnchorShortfallMonitor
 from mgcda_core.training.distributed import DistContext, all_reduce_gradients, all_reduce_mean
 
 INPUT_KEYS = ("image", "synthesis", "semantic", "prior")
@@ -94,6 +95,9 @@ class TrainStep:
                                   if config.mdat.oda else None)
         self.projector = (ContrastProjector(self.model.decoder_channels, config.cacl.embed_dim).to(device)
                           if config.cacl.enabled else None)
+        # Issue 7 diagnostics: how full the anchor/positive sets are, with a warning when a domain cannot fill them.
+        self.anchor_monitor = (AnchorShortfallMonitor(config.cacl.n_anchor)
+                               if self.projector is not None and context.is_main else None)
         present = [c for c in (self.feature_classifier, self.output_classifier) if c is not None]
         self.classifiers = nn.ModuleList(present)
         if context.distributed:
@@ -159,6 +163,8 @@ class TrainStep:
                 terms["cac"] = contrastive_loss(embeddings, sample, config.cacl.temperature)
                 scalars.update({f"cacl/{k}": float(v) for k, v in sample.counts.items()
                                 if k.split("/")[1] in ("anchors", "positives", "negatives")})
+                if self.anchor_monitor is not None:
+                    scalars.update(self.anchor_monitor.update(step, sample.counts))
             # (b)'s forward already here: the classifiers see detached inputs, so their graph is separate.
             set_requires_grad(self.classifiers, True)
             if self.feature_classifier is not None:
