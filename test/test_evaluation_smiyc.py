@@ -106,6 +106,18 @@ def test_unknown_protocol_and_strategy() -> None:
         MetricAccumulator("smiyc", bins="log")  # type: ignore[arg-type]
 
 
+def retained_bytes(acc: MetricAccumulator, score: np.ndarray, label: np.ndarray, frames: int) -> int:
+    """Bytes still allocated after adding the same frame ``frames`` times (tracemalloc)."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(frames):
+            acc.add(score, label)
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
 @pytest.mark.parametrize("protocol,bins,max_bytes_per_frame", [
     ("smiyc", "uniform", 100),              # fixed 4096-bin counts: nothing grows
     ("smiyc", "percentiles", 40_000),       # <= 769 thresholds + 2 count vectors per frame
@@ -116,14 +128,7 @@ def test_binned_memory_does_not_grow_with_pixels(protocol: str, bins: str, max_b
     label = (rng.random((256, 512)) < 0.1).astype(np.uint8)
     acc = MetricAccumulator(protocol, bins=bins)
     acc.add(score, label)
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(10):
-            acc.add(score, label)
-        retained = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    retained = retained_bytes(acc, score, label, frames=10)
     assert retained <= 10 * max_bytes_per_frame + 20_000
     assert acc.result()["num_images"] == 11
 
@@ -133,12 +138,5 @@ def test_exact_protocol_keeps_the_labelled_scores() -> None:
     score = np.random.default_rng(0).random((256, 512)).astype(np.float32)
     label = np.zeros((256, 512), np.uint8)
     acc = MetricAccumulator("fishyscapes")
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(3):
-            acc.add(score, label)
-        retained = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    retained = retained_bytes(acc, score, label, frames=3)
     assert retained >= 3 * score.size * 5 * 0.9  # float32 score + bool label per pixel
