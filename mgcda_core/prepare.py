@@ -23,7 +23,6 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from mgcda_core.constants import DEFAULT_INPUT_SIZE, IGNORE_INDEX
@@ -34,7 +33,7 @@ from mgcda_core.data.voidclass import VoidClass, VoidClassConfig
 from mgcda_core.pipeline.stages import InferenceStages, StageOutputs
 from mgcda_core.utils.atomic import atomic_write_json
 from mgcda_core.utils.cli import parse_size
-from mgcda_core.utils.images import read_label, write_png
+from mgcda_core.utils.images import read_label, resize_nearest, write_png
 
 DOMAINS = ("voidclass", "anomalymix")  # also the folder names under --out
 
@@ -94,13 +93,6 @@ def frame_files(domain_root: Path, name: str) -> list[Path]:
 def frame_done(domain_root: Path, name: str) -> bool:
     """A frame is finished when all seven files exist (each was written atomically, so none is partial)."""
     return all(path.is_file() for path in frame_files(domain_root, name))
-
-
-def resize_nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an HxW or HxWx3 uint8 array to (height, width)."""
-    if array.shape[:2] == tuple(size):
-        return array
-    return np.asarray(Image.fromarray(array).resize((size[1], size[0]), Image.Resampling.NEAREST))
 
 
 def to_uint8(values: torch.Tensor) -> np.ndarray:

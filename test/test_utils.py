@@ -10,7 +10,7 @@ from PIL import Image
 
 from mgcda_core.utils.atomic import atomic_write_json, atomic_write_text, atomic_write_with
 from mgcda_core.utils.cli import parse_size
-from mgcda_core.utils.images import read_label, read_rgb, to_rgb, write_png
+from mgcda_core.utils.images import read_label, read_rgb, resize_nearest, to_rgb, write_png
 
 
 def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
@@ -69,3 +69,13 @@ def test_parse_size():
     for bad in ("256", "axb", "1x2x3"):
         with pytest.raises(argparse.ArgumentTypeError, match="HxW"):
             parse_size(bad)
+
+
+def test_resize_nearest_keeps_label_values_and_skips_same_size():
+    label = np.array([[0, 1], [255, 1]], np.uint8)
+    up = resize_nearest(label, (4, 6))
+    assert up.shape == (4, 6) and set(np.unique(up)) == {0, 1, 255}
+    assert np.array_equal(up, np.repeat(np.repeat(label, 2, axis=0), 3, axis=1))
+    assert resize_nearest(label, (2, 2)) is label
+    rgb = np.random.default_rng(1).integers(0, 256, (4, 8, 3), dtype=np.uint8)
+    assert np.array_equal(resize_nearest(rgb, (2, 4)), rgb[1::2, 1::2])  # PIL samples pixel centres

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from mgcda_core.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES
-from mgcda_core.utils.images import read_label, read_rgb
+from mgcda_core.utils.images import read_label, read_rgb, resize_nearest
 
 IMAGE_FOLDERS = ("original", "synthesis")
 SEMANTIC_FOLDER = "semantic"
@@ -65,13 +64,6 @@ def list_layout(root: str | os.PathLike[str]) -> list[str]:
         raise LayoutError(f"{root / folder}: extra file {extra[0]} has no counterpart in {IMAGE_FOLDERS[0]}/; "
                           f"{len(missing)} file(s) missing there, {len(extra)} extra")
     return names
-
-
-def _resize_nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    height, width = size
-    if array.shape[:2] == (height, width):
-        return array
-    return np.asarray(Image.fromarray(array).resize((width, height), Image.NEAREST))
 
 
 def _check_values(array: np.ndarray, allowed: np.ndarray, path: Path, what: str) -> None:
@@ -116,12 +108,12 @@ class LayoutDataset(Dataset):
         name = self.names[index]
         images = [self._rgb(self.root / folder / name) for folder in IMAGE_FOLDERS]
         semantic_path = self.root / SEMANTIC_FOLDER / name
-        semantic = _resize_nearest(read_label(semantic_path), self.input_size)
+        semantic = resize_nearest(read_label(semantic_path), self.input_size)
         _check_values(semantic, _SEMANTIC_VALUES, semantic_path, "semantic")
         label_path = self.root / LABEL_FOLDER / name
-        label = _resize_nearest(read_label(label_path), self.input_size)
+        label = resize_nearest(read_label(label_path), self.input_size)
         _check_values(label, _LABEL_VALUES, label_path, "label")
-        prior = np.stack([_resize_nearest(read_label(self.root / f / name), self.input_size) for f in PRIOR_FOLDERS])
+        prior = np.stack([resize_nearest(read_label(self.root / f / name), self.input_size) for f in PRIOR_FOLDERS])
         sample = {
             "image": self._normalise(images[0]),
             "synthesis": self._normalise(images[1]),
@@ -134,7 +126,7 @@ class LayoutDataset(Dataset):
         return {**sample, "name": name, "domain": self.domain}
 
     def _rgb(self, path: Path) -> np.ndarray:
-        return _resize_nearest(read_rgb(path), self.input_size)
+        return resize_nearest(read_rgb(path), self.input_size)
 
     def _normalise(self, rgb: np.ndarray) -> torch.Tensor:
         image = torch.tensor(rgb).permute(2, 0, 1).float() / 255.0  # copy: PIL arrays are read-only

@@ -60,6 +60,15 @@ def read_label(path: str | os.PathLike[str]) -> np.ndarray:
     return array
 
 
+def resize_nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an HxW or HxWx3 array to (height, width) (Synboost resizes every map this way,
+    so label ids and uint8 maps keep their values); returned unchanged when already that size."""
+    height, width = size
+    if array.shape[:2] == (height, width):
+        return array
+    return np.asarray(Image.fromarray(array).resize((width, height), Image.Resampling.NEAREST))
+
+
 def write_png(path: str | os.PathLike[str], array: np.ndarray) -> None:
     """Write an HxW or HxWx3 uint8 array as PNG, atomically."""
     if array.dtype != np.uint8:
