@@ -13,7 +13,7 @@ from mgcda_core.losses.mdat import (
     generator_adversarial_loss,
     tau_at,
 )
-from mgcda_core.model.domain_classifiers import FeatureDomainClassifier, OutputDomainClassifier, set_requires_grad
+from mgcda_core.model.domain_classifiers import FeatureDomainClassifier, OutputDomainClassifier
 
 
 # ---------------------------------------------------------------- eq. 1
@@ -177,20 +177,70 @@ def test_classifiers_reject_bad_construction_and_inputs() -> None:
         OutputDomainClassifier()(torch.zeros(1, 2, 4, 4))
 
 
-def test_generator_step_reaches_inputs_while_classifier_frozen() -> None:
+def test_shared_forward_with_restricted_backwards_equals_frozen_then_detached() -> None:
+    """The trainer's step: one classifier forward, network backward restricted to the network's parameters,
+    classifier backward restricted to the classifier's, gives the gradients of the textbook alternation
+    (frozen classifier for the network, detached input for the classifier)."""
     torch.manual_seed(0)
+    network = torch.nn.Conv2d(3, 1, 3, padding=1)
     classifier = OutputDomainClassifier(1, base_channels=4)
-    features = torch.rand(2, 1, 6, 6, requires_grad=True)
-    set_requires_grad(classifier, False)
-    pred = classifier(features)
-    generator_adversarial_loss(pred[:1], pred[1:], 1.0).backward()
-    assert features.grad is not None and features.grad.abs().sum() > 0
+    images = torch.rand(4, 3, 6, 6)
+    tau = 0.8
+
+    def split(pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return pred[:2], pred[2:]
+
+    # Textbook: frozen classifier for the network step, then a second forward on the detached input.
+    for p in classifier.parameters():
+        p.requires_grad_(False)
+    anomaly = torch.sigmoid(network(images))
+    generator_adversarial_loss(*split(classifier(anomaly)), tau).backward()
+    expected_network = [p.grad.clone() for p in network.parameters()]
+    for p in classifier.parameters():
+        p.requires_grad_(True)
+    classifier_loss(*split(classifier(anomaly.detach())), tau).backward()
+    expected_classifier = [p.grad.clone() for p in classifier.parameters()]
+
+    network.zero_grad(set_to_none=True)
+    classifier.zero_grad(set_to_none=True)
+    pred = classifier(torch.sigmoid(network(images)))
+    generator_adversarial_loss(*split(pred), tau).backward(inputs=list(network.parameters()), retain_graph=True)
     assert all(p.grad is None for p in classifier.parameters())
-    # Classifier step: detached inputs, classifier trainable again.
-    set_requires_grad(classifier, True)
-    detached = features.detach()
-    pred = classifier(detached)
-    classifier_loss(pred[:1], pred[1:], 1.0).backward()
-    assert all(p.grad is not None for p in classifier.parameters())
-    with pytest.raises(TypeError, match="flag"):
-        set_requires_grad(classifier, 1)
+    classifier_loss(*split(pred), tau).backward(inputs=list(classifier.parameters()))
+    for got, want in zip([p.grad for p in network.parameters()], expected_network):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    for got, want in zip([p.grad for p in classifier.parameters()], expected_classifier):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_classifier_accuracy_on_masked_pixels_only() -> None:
+    pred_v = torch.tensor([0.9, 0.6, 0.2, 0.1]).view(1, 1, 1, 4)
+    pred_a = torch.tensor([0.1, 0.7, 0.8]).view(1, 1, 1, 3)
+    mask_v = torch.tensor([True, False, True, True]).view(1, 1, 1, 4)  # correct: 0.9 only -> 1 of 3
+    mask_a = torch.tensor([False, True, True]).view(1, 1, 1, 3)  # correct: none -> 0 of 2
+    acc_v, acc_a = classifier_accuracy(pred_v, pred_a, mask_v, mask_a)
+    assert acc_v == pytest.approx(1 / 3)
+    assert acc_a == 0.0
+    # A domain without selected pixels has no accuracy rather than a made-up 0 or 1.
+    assert classifier_accuracy(pred_v, pred_a, mask_v, torch.zeros_like(mask_a)) == (pytest.approx(1 / 3), None)
+    with pytest.raises(ValueError, match="mask_a must be a boolean mask of shape"):
+        classifier_accuracy(pred_v, pred_a, mask_v, mask_a.float())
+
+
+def test_trainer_accuracy_scalars_on_anomaly_pixels_of_a_coarse_map() -> None:
+    from mgcda_core.training.step import _accuracy_scalars
+
+    # Two images (V, A) of 4x4 pixels; the classifier map is 2x2 (a feature map at 1/2 resolution).
+    label = torch.zeros(2, 4, 4, dtype=torch.int64)
+    label[0, 0, 0] = 1  # V: one anomaly pixel in the top-left cell
+    label[1, 2:, 2:] = 1  # A: the whole bottom-right cell
+    label[1, 0, 3] = 255  # ignored pixels are not anomalies
+    pred = torch.tensor([[[0.9, 0.1], [0.1, 0.1]],    # V: only the top-left cell on the V side
+                         [[0.9, 0.9], [0.9, 0.2]]]).unsqueeze(1)  # A: only the bottom-right cell on the A side
+    domain = torch.tensor([0, 1])
+    scalars = _accuracy_scalars("f", pred, domain == 0, domain == 1, (label == 1).unsqueeze(1))
+    assert scalars == {"mdat/acc_f_v": 0.25, "mdat/acc_f_a": 0.25,
+                       "mdat/acc_f_v_anomaly": 1.0, "mdat/acc_f_a_anomaly": 1.0}
+    label[0, 0, 0] = 0  # V without anomaly pixels: no V anomaly scalar
+    scalars = _accuracy_scalars("f", pred, domain == 0, domain == 1, (label == 1).unsqueeze(1))
+    assert "mdat/acc_f_v_anomaly" not in scalars and scalars["mdat/acc_f_a_anomaly"] == 1.0

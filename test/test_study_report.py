@@ -113,7 +113,7 @@ def test_write_report_reads_done_files(runs: list[dict], tmp_path: Path) -> None
     assert [(r["row"], r["seed"]) for r in load_runs(tmp_path)] == [  # Table 3 order, then seed
         ("baseline_mix", 0), ("baseline_mix", 1), ("baseline_mix", 2), ("oda", 0),
         ("mgcda", 0), ("mgcda", 1), ("mgcda", 2)]
-    json_path, md_path = write_report(tmp_path, {"budget": "pilot"})
+    json_path, md_path = write_report(tmp_path, {"budget": "short"})
     result = json.loads(json_path.read_text())
     assert result["rows"]["mgcda"]["seeds"] == [0, 1, 2] and len(result["runs"]) == 7
     text = md_path.read_text()

@@ -50,7 +50,7 @@ def study() -> StudyConfig:
 
 def test_study_yaml_loads_and_every_row_has_a_preset() -> None:
     config = load_study_config(REPO / "config" / "study.yaml")
-    assert config.budgets.steps("small") > config.budgets.steps("pilot")
+    assert config.budgets.steps("long") > config.budgets.steps("short")
     for row in ROW_NAMES:
         load_train_config(preset_path(row), config.tiny_model, check_folders=False)
     with pytest.raises(ValueError, match="multiples of 32"):
@@ -89,13 +89,15 @@ def test_partial_training_resumes_and_curves_come_from_its_event_files(data: Stu
     tau = scalars["mdat/tau"]
     assert tau.steps.tolist() == list(range(10))  # every step once, across the resumption
     np.testing.assert_allclose(tau.values, [tau_at(int(s), 10) for s in tau.steps], atol=1e-6)
-    for tag in ("loss/ce", "loss/mda_f", "loss/mda_o", "loss/cac", "mdat/acc_f_v", "mdat/acc_o_a", "cacl/V/anchors"):
+    for tag in ("loss/ce", "loss/mda_f", "loss/mda_o", "loss/cac", "mdat/acc_f_v", "mdat/acc_o_a",
+                "mdat/acc_f_a_anomaly", "mdat/acc_o_a_anomaly", "cacl/V/anchors"):
         assert tag in scalars, sorted(scalars)
     fills = anchor_fill(scalars, n_anchor=8, images_per_domain=2)
     np.testing.assert_allclose(fills["cacl/V/anchor_fill"].values, scalars["cacl/V/anchors"].values / 16)
     np.testing.assert_allclose(fills["cacl/A/positive_fill"].values, scalars["cacl/A/positives"].values / 32)
     panels = plot_training_curves({**scalars, **fills}, tmp_path / "curves.png", title="mgcda")
-    assert panels[:2] == ["τ (eq. 1)", "domain classifier accuracy (chance 0.5)"]
+    assert panels[:3] == ["τ (eq. 1)", "domain classifier accuracy, all pixels (chance 0.5)",
+                          "domain classifier accuracy, anomaly pixels (chance 0.5)"]
     assert {"ce", "mda_f", "mda_o", "cac", "cls_f", "cls_o", "total"} <= set(panels)
     with Image.open(tmp_path / "curves.png") as image:
         assert image.format == "PNG" and image.width > 500
@@ -185,7 +187,7 @@ def test_study_folder_refuses_other_settings(tmp_path: Path) -> None:
     from mgcda_core.config_loader import ConfigError
     from mgcda_core.study.__main__ import check_study_marker
 
-    settings = {"budget": "pilot", "steps": 150, "config": {"data": {"seed": 0}}}
+    settings = {"budget": "short", "steps": 150, "config": {"data": {"seed": 0}}}
     check_study_marker(tmp_path, settings)
     check_study_marker(tmp_path, settings)  # same settings: accepted (more rows or seeds may be added)
     with pytest.raises(ConfigError, match=r"config\.data\.seed: 0 -> 1; steps: 150 -> 600"):

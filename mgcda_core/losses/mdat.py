@@ -9,11 +9,12 @@ Sides: tau >= 0.5, so V is the *high* side and A the *low* side of the 0.5 decis
 ``classifier_accuracy``: a V pixel is classified correctly when P > 0.5, an A pixel when P < 0.5.
 
 How a trainer alternates (the losses here are pure; the schedule is the trainer's job):
-1. generator step: ``set_requires_grad(classifier, False)``; feed the classifier the *non-detached*
-   features / anomaly map so gradients reach the segmentation (dissimilarity) network; add
-   ``lambda * generator_adversarial_loss(P_V, P_A, tau)`` (crossed labels, eq. 2) to L_CE.
-2. classifier step: ``set_requires_grad(classifier, True)``; feed the classifier the *detached* inputs
-   (``x.detach()``) and minimise ``classifier_loss(P_V, P_A, tau)`` (its own, uncrossed labels).
+1. network step: the classifier sees the *non-detached* features / anomaly map so gradients reach the
+   segmentation (dissimilarity) network; add ``lambda * generator_adversarial_loss(P_V, P_A, tau)`` (crossed
+   labels, eq. 2) to L_CE; the classifier's weights get no gradient from it (frozen).
+2. classifier step: minimise ``classifier_loss(P_V, P_A, tau)`` (its own, uncrossed labels) with respect to the
+   classifier's weights only (detached inputs). ``mgcda_core.training.step`` does both from one forward pass,
+   each backward restricted to its own parameters.
 """
 
 from __future__ import annotations
@@ -117,13 +118,25 @@ def classifier_loss(pred_v: Tensor, pred_a: Tensor, tau: float) -> Tensor:
 
 
 @torch.no_grad()
-def classifier_accuracy(pred_v: Tensor, pred_a: Tensor) -> tuple[float, float]:
+def classifier_accuracy(pred_v: Tensor, pred_a: Tensor, mask_v: Tensor | None = None,
+                        mask_a: Tensor | None = None) -> tuple[float | None, float | None]:
     """Per-domain pixel accuracy (acc_V, acc_A) of a domain classifier, in [0, 1].
 
     V is the high side of the labels (tau >= 0.5): a V pixel is correct when P_V > 0.5, an A pixel when
     P_A < 0.5. A pixel exactly at 0.5 is undecided and counts as wrong for either domain.
+    ``mask_v`` / ``mask_a`` (boolean, the maps' shape) restrict a domain to some pixels, e.g. its anomaly
+    pixels; a domain whose mask selects no pixel gets None. Without masks every pixel counts.
     """
     _check_maps(pred_v, pred_a)
-    acc_v = (pred_v > TAU_MIN).float().mean().item()
-    acc_a = (pred_a < TAU_MIN).float().mean().item()
-    return acc_v, acc_a
+    correct_v, correct_a = pred_v > TAU_MIN, pred_a < TAU_MIN
+    return _masked_mean(correct_v, mask_v, "mask_v"), _masked_mean(correct_a, mask_a, "mask_a")
+
+
+def _masked_mean(correct: Tensor, mask: Tensor | None, name: str) -> float | None:
+    if mask is None:
+        return correct.float().mean().item()
+    if mask.dtype != torch.bool or mask.shape != correct.shape:
+        raise ValueError(f"{name} must be a boolean mask of shape {tuple(correct.shape)}, "
+                         f"got {mask.dtype} {tuple(mask.shape)}")
+    selected = int(mask.sum())
+    return None if selected == 0 else int((correct & mask).sum()) / selected

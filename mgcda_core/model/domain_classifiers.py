@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-__all__ = ["FeatureDomainClassifier", "OutputDomainClassifier", "set_requires_grad"]
+__all__ = ["FeatureDomainClassifier", "OutputDomainClassifier"]
 
 
 def _conv_stack(in_channels: int, widths: Sequence[int]) -> nn.Sequential:
@@ -72,11 +72,3 @@ class OutputDomainClassifier(_DomainClassifier):
         in_channels = _check_channels("in_channels", in_channels, 1)
         base = _check_channels("base_channels", base_channels, 1)
         super().__init__(in_channels, (base, 2 * base, 4 * base, 8 * base, 1))
-
-
-def set_requires_grad(module: nn.Module, flag: bool) -> None:
-    """Switch gradients of all parameters of ``module`` on or off (freeze a classifier during the generator step)."""
-    if not isinstance(flag, bool):
-        raise TypeError(f"flag must be a bool, got {type(flag).__name__}")
-    for parameter in module.parameters():
-        parameter.requires_grad_(flag)

@@ -1,4 +1,4 @@
-"""``python -m mgcda_core.study --out DIR [--rows ROW ...] [--seeds 0 1 2] [--budget small|pilot]``
+"""``python -m mgcda_core.study --out DIR [--rows ROW ...] [--seeds 0 1 2] [--budget short|long]``
 
 Reproduces MGCDA's Table 3 at small scale (issue 7): procedural data (two source styles, a held-out target
 style), every row's preset trained with the tiny model of ``config/study.yaml``, each run evaluated on the
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mgcda_core.config_loader import ConfigError, to_dict
-from mgcda_core.study.config import ROW_NAMES, load_study_config
+from mgcda_core.study.config import BUDGET_NAMES, ROW_NAMES, load_study_config
 
 STUDY_MARKER = "study.json"
 
@@ -28,11 +28,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, type=Path, help="study folder (data, runs, results)")
     parser.add_argument("--config", type=Path, default=Path("config/study.yaml"), help="study settings")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a study setting, e.g. --set budgets.small=400")
+                        help="override a study setting, e.g. --set budgets.short=200")
     parser.add_argument("--rows", nargs="+", default=list(ROW_NAMES), choices=ROW_NAMES, metavar="ROW",
                         help=f"Table 3 rows (default all): {', '.join(ROW_NAMES)}")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds (default 0 1 2)")
-    parser.add_argument("--budget", choices=("pilot", "small"), default="small", help="training steps per run")
+    parser.add_argument("--budget", choices=BUDGET_NAMES, default="short",
+                        help="training steps per run (config budgets)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no per-run training progress bar")
     parser.add_argument("--data-only", action="store_true",
@@ -123,10 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     table = aggregate(load_runs(args.out))
-    estimate = wall_time_estimate(table, len(ROW_NAMES), 3, study.budgets.small)
+    estimate = wall_time_estimate(table, len(ROW_NAMES), 3, steps)
     print(f"results: {args.out / 'results.md'}, {args.out / 'results.json'}")
     if estimate is not None:
-        print(f"estimated wall time of the full study ({len(ROW_NAMES)} rows x 3 seeds x {study.budgets.small} steps, "
+        print(f"estimated wall time of the full study ({len(ROW_NAMES)} rows x 3 seeds x {steps} steps, "
               f"one process at this speed): {estimate / 3600:.1f} h")
     return 0
 

@@ -60,8 +60,12 @@ def _panels(scalars: dict[str, Series]) -> list[tuple[str, list[str]]]:
     if "mdat/tau" in scalars:
         panels.append(("τ (eq. 1)", ["mdat/tau"]))
     accuracy = sorted(t for t in scalars if t.startswith("mdat/acc_"))
-    if accuracy:
-        panels.append(("domain classifier accuracy (chance 0.5)", accuracy))
+    for title, tags in (("domain classifier accuracy, all pixels (chance 0.5)",
+                         [t for t in accuracy if not t.endswith("_anomaly")]),
+                        ("domain classifier accuracy, anomaly pixels (chance 0.5)",
+                         [t for t in accuracy if t.endswith("_anomaly")])):
+        if tags:
+            panels.append((title, tags))
     panels += [(tag.removeprefix("loss/"), [tag]) for tag in sorted(t for t in scalars if t.startswith("loss/"))]
     counts = sorted(t for t in scalars if t.startswith("cacl/") and not t.endswith("_fill"))
     if counts:

@@ -2,8 +2,10 @@
 
 L_total = L_CE + λ_f·L_MDA^Df + λ_o·L_MDA^Do + λ_c·L_CAC. Per step:
 (a) network step: the dissimilarity network (and the CACL projector) minimise L_total, the adversarial terms
-    using the crossed labels of eq. 2 through the *frozen* domain classifiers;
-(b) classifier step: D_f and D_o minimise their uncrossed least-squares loss on *detached* inputs.
+    using the crossed labels of eq. 2 through the domain classifiers, whose weights this step leaves alone;
+(b) classifier step: D_f and D_o minimise their uncrossed least-squares loss; no gradient reaches the network.
+Both steps share one forward pass (the classifiers' outputs are the same numbers for both) and each backward
+is restricted to its own parameters, as if (a) froze the classifiers and (b) detached their inputs.
 τ follows eq. 1 per step. Both parameter groups use Adam with polynomial decay over all iterations. Under
 DDP the network is wrapped in DistributedDataParallel; the projector's and classifiers' gradients are
 all-reduced by hand (they sit outside the wrapped network so that inference has exactly the baseline's
@@ -26,7 +28,7 @@ from mgcda_core.losses.cacl import DOMAIN_NAMES, contrastive_loss, sample_pixels
 from mgcda_core.losses.mdat import classifier_accuracy, classifier_loss, generator_adversarial_loss, tau_at
 from mgcda_core.losses.segmentation import weighted_cross_entropy
 from mgcda_core.model.dissimilarity import DissimNetPrior
-from mgcda_core.model.domain_classifiers import FeatureDomainClassifier, OutputDomainClassifier, set_requires_grad
+from mgcda_core.model.domain_classifiers import FeatureDomainClassifier, OutputDomainClassifier
 from mgcda_core.model.projector import ContrastProjector
 from mgcda_core.training.config import TrainConfig
 from mgcda_core.training.diagnostics import AnchorShortfallMonitor
@@ -112,8 +114,9 @@ class TrainStep:
             self.network = self.model
 
         o = config.optim
-        network_params = list(self.model.parameters()) + (list(self.projector.parameters()) if self.projector else [])
-        self.optimizer = torch.optim.Adam(network_params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        self.network_parameters = (list(self.model.parameters())
+                                   + (list(self.projector.parameters()) if self.projector else []))
+        self.optimizer = torch.optim.Adam(self.network_parameters, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
         self.scheduler = _poly(self.optimizer, total_steps, o.poly_power)
         self.classifier_optimizer = (torch.optim.Adam(self.classifiers.parameters(), lr=o.classifier_lr,
                                                       betas=o.classifier_betas) if len(self.classifiers) else None)
@@ -144,18 +147,23 @@ class TrainStep:
         classifier_terms: dict[str, Tensor] = {}
         scalars: dict[str, float] = {}
 
-        set_requires_grad(self.classifiers, False)
+        anomaly_pixels = (label == 1).unsqueeze(1)
+        # One forward serves both phases: the classifiers are not updated in (a), so their outputs for (b) are the
+        # same numbers; each backward below is restricted to its own parameters, which also skips the classifiers'
+        # weight gradients in (a) and their input gradients in (b).
         with torch.autocast(device.type, dtype=torch.float16, enabled=self.amp):
             out = self.network(*inputs)
             logits = out.logits.float()
             terms["ce"] = weighted_cross_entropy(logits, label, self.class_weights)
             anomaly = F.softmax(logits, dim=1)[:, 1:2]
-            if self.feature_classifier is not None:
-                pred = self.feature_classifier(out.fused_deepest).float()
-                terms["mda_f"] = generator_adversarial_loss(pred[is_v], pred[is_a], tau)
-            if self.output_classifier is not None:
-                pred = self.output_classifier(anomaly).float()
-                terms["mda_o"] = generator_adversarial_loss(pred[is_v], pred[is_a], tau)
+            for key, classifier, source in (("f", self.feature_classifier, out.fused_deepest),
+                                            ("o", self.output_classifier, anomaly)):
+                if classifier is None:
+                    continue
+                pred = classifier(source).float()
+                terms[f"mda_{key}"] = generator_adversarial_loss(pred[is_v], pred[is_a], tau)
+                classifier_terms[f"cls_{key}"] = classifier_loss(pred[is_v], pred[is_a], tau)
+                scalars.update(_accuracy_scalars(key, pred.detach(), is_v, is_a, anomaly_pixels))
             if self.projector is not None:
                 sample = sample_pixels(label, logits.detach().argmax(1), domain, mode=config.cacl.mode,
                                        n_anchor=config.cacl.n_anchor, generator=self._cacl_generator(step))
@@ -165,30 +173,20 @@ class TrainStep:
                                 if k.split("/")[1] in ("anchors", "positives", "negatives")})
                 if self.anchor_monitor is not None:
                     scalars.update(self.anchor_monitor.update(step, sample.counts))
-            # (b)'s forward already here: the classifiers see detached inputs, so their graph is separate.
-            set_requires_grad(self.classifiers, True)
-            if self.feature_classifier is not None:
-                pred = self.feature_classifier(out.fused_deepest.detach()).float()
-                classifier_terms["cls_f"] = classifier_loss(pred[is_v], pred[is_a], tau)
-                scalars["mdat/acc_f_v"], scalars["mdat/acc_f_a"] = classifier_accuracy(pred[is_v], pred[is_a])
-            if self.output_classifier is not None:
-                pred = self.output_classifier(anomaly.detach()).float()
-                classifier_terms["cls_o"] = classifier_loss(pred[is_v], pred[is_a], tau)
-                scalars["mdat/acc_o_v"], scalars["mdat/acc_o_a"] = classifier_accuracy(pred[is_v], pred[is_a])
         weights = {"ce": 1.0, "mda_f": lam.lambda_f, "mda_o": lam.lambda_o, "cac": lam.lambda_c}
         total = sum(weights[name] * value for name, value in terms.items())
         losses = self._checked_losses({"total": total, **terms, **classifier_terms}, step, batch)
 
-        # (a) network (+ projector) step.
+        # (a) network (+ projector) step: L_total through the frozen classifiers (crossed labels, eq. 2).
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
+        self.scaler.scale(total).backward(inputs=self.network_parameters, retain_graph=bool(classifier_terms))
         if self.projector is not None:
             all_reduce_gradients(self.projector.parameters(), self.context)
         self.scaler.step(self.optimizer)
-        # (b) classifier step.
+        # (b) classifier step on the same forward, uncrossed labels: gradients reach the classifiers only.
         if self.classifier_optimizer is not None:
             self.classifier_optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(sum(classifier_terms.values())).backward()
+            self.scaler.scale(sum(classifier_terms.values())).backward(inputs=list(self.classifiers.parameters()))
             all_reduce_gradients(self.classifiers.parameters(), self.context)
             self.scaler.step(self.classifier_optimizer)
         self.scaler.update()
@@ -245,6 +243,23 @@ class TrainStep:
             self.classifier_scheduler.load_state_dict(state["classifier_scheduler"])
         if self.projector is not None:
             self.projector.load_state_dict(state["projector"])
+
+
+def _accuracy_scalars(key: str, pred: Tensor, is_v: Tensor, is_a: Tensor, anomaly_pixels: Tensor) -> dict[str, float]:
+    """Classifier ``key``'s accuracy per domain on all pixels and on anomaly pixels only (issue 7 diagnostics).
+
+    V and A share their backgrounds, so all-pixel accuracy says little; the anomaly pixels are where the domains
+    differ. The label's anomaly mask is max-pooled to the map's size (a feature cell with any anomaly pixel
+    counts); a domain without anomaly pixels in the batch gets no anomaly scalar.
+    """
+    mask = F.adaptive_max_pool2d(anomaly_pixels.float(), pred.shape[-2:]) > 0
+    scalars: dict[str, float] = {}
+    scalars[f"mdat/acc_{key}_v"], scalars[f"mdat/acc_{key}_a"] = classifier_accuracy(pred[is_v], pred[is_a])
+    on_anomaly = classifier_accuracy(pred[is_v], pred[is_a], mask[is_v], mask[is_a])
+    for side, value in zip(("v", "a"), on_anomaly):
+        if value is not None:
+            scalars[f"mdat/acc_{key}_{side}_anomaly"] = value
+    return scalars
 
 
 def _batch_files(batch: dict[str, Any]) -> list[str]:
