@@ -244,3 +244,14 @@ def test_trainer_accuracy_scalars_on_anomaly_pixels_of_a_coarse_map() -> None:
     label[0, 0, 0] = 0  # V without anomaly pixels: no V anomaly scalar
     scalars = _accuracy_scalars("f", pred, domain == 0, domain == 1, (label == 1).unsqueeze(1))
     assert "mdat/acc_f_v_anomaly" not in scalars and scalars["mdat/acc_f_a_anomaly"] == 1.0
+
+
+def test_strided_output_classifier_has_the_same_layers_on_a_16x_coarser_map() -> None:
+    per_pixel, strided = OutputDomainClassifier(1, 4), OutputDomainClassifier(1, 4, stride=2)
+    assert [p.shape for p in per_pixel.parameters()] == [p.shape for p in strided.parameters()]
+    x = torch.rand(2, 1, 64, 128)
+    assert per_pixel(x).shape == (2, 1, 64, 128)
+    assert strided(x).shape == (2, 1, 4, 8)
+    assert strided(torch.rand(1, 1, 50, 70)).shape == (1, 1, 4, 5)  # ceil(50 / 16), ceil(70 / 16)
+    with pytest.raises(ValueError, match="stride must be 1 .* or 2"):
+        OutputDomainClassifier(1, 4, stride=3)

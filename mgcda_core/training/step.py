@@ -93,7 +93,8 @@ class TrainStep:
         self.model = build_model(config).to(device)
         self.feature_classifier = (FeatureDomainClassifier(self.model.fused_channels[-1]).to(device)
                                    if config.mdat.fda else None)
-        self.output_classifier = (OutputDomainClassifier(1, config.mdat.do_base_channels).to(device)
+        self.output_classifier = (OutputDomainClassifier(1, config.mdat.do_base_channels,
+                                                         config.mdat.do_stride).to(device)
                                   if config.mdat.oda else None)
         self.projector = (ContrastProjector(self.model.decoder_channels, config.cacl.embed_dim).to(device)
                           if config.cacl.enabled else None)
