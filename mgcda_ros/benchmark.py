@@ -2,7 +2,9 @@
 
 The node runs in its own process (input QoS reliable, see NODE_PARAMS); this process publishes 1280x720 bgr8 frames
 (a real road frame) and subscribes to the mask, score and overlay, one frame at a time (no frame is dropped).
-Input 1280x720 bgr8; one row with only the mask subscribed, one with mask, score and overlay.
+Input 1280x720 bgr8; one row with only the mask subscribed, one with mask, score and overlay, and that row again
+with Fast DDS's asynchronous publication (``RMW_FASTRTPS_PUBLICATION_MODE=ASYNCHRONOUS`` in the node's
+environment) for comparison: ``publish`` returns sooner, but the outputs reach subscribers later (docs/ROS.md).
 Overhead = receive -> publish minus model time, per frame, measured inside the node (its /diagnostics
 ``overhead_p50_ms``/``overhead_p95_ms``): decoding, validation, mask/score/overlay building and publishing. The
 round trip seen from this process (publish -> all three outputs received, DDS transport both ways included)
@@ -31,7 +33,10 @@ NODE_PARAMS = {"input_width": 128, "input_height": 64, "score": "msp", "max_age_
 TIMEOUT_S = 120.0
 
 
-OUTPUT_SETS = (("anomaly_mask",), ("anomaly_mask", "anomaly_score", "anomaly_overlay"))
+ALL_OUTPUTS = ("anomaly_mask", "anomaly_score", "anomaly_overlay")
+#: (subscribed outputs, Fast DDS publication mode); None = the environment's (Fast DDS default: synchronous).
+ROWS = ((("anomaly_mask",), None), (ALL_OUTPUTS, None), (ALL_OUTPUTS, "ASYNCHRONOUS"))
+PUBLICATION_MODE_ENV = "RMW_FASTRTPS_PUBLICATION_MODE"
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -43,10 +48,10 @@ def run(quick: bool = False) -> list[dict]:
     rgb = cv2.resize(read_rgb(ASSETS / "frames" / "animals22_red_fox_on_road.jpg"), (WIDTH, HEIGHT),
                      interpolation=cv2.INTER_LINEAR)
     bgr = np.ascontiguousarray(rgb[:, :, ::-1]).tobytes()
-    return [_measure(names, 10 if quick else 40, bgr) for names in OUTPUT_SETS]
+    return [_measure(names, mode, 10 if quick else 40, bgr) for names, mode in ROWS]
 
 
-def _measure(names: tuple[str, ...], frames: int, bgr: bytes) -> dict:
+def _measure(names: tuple[str, ...], mode: str | None, frames: int, bgr: bytes) -> dict:
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
 
@@ -54,7 +59,8 @@ def _measure(names: tuple[str, ...], frames: int, bgr: bytes) -> dict:
 
     domain = 100 + os.getpid() % 100
     with tempfile.TemporaryDirectory(prefix="mgcda_ros_bench_") as tmp:
-        node = NodeProcess(NODE_PARAMS, domain, Path(tmp))
+        env = {} if mode is None else {PUBLICATION_MODE_ENV: mode}
+        node = NodeProcess(NODE_PARAMS, domain, Path(tmp), env=env)
         peer = Peer("overhead_benchmark", domain)
         try:
             pub = peer.publisher(Image, "/image", depth=1)  # reliable, as image_transport publishes by default
@@ -85,6 +91,7 @@ def _measure(names: tuple[str, ...], frames: int, bgr: bytes) -> dict:
     model_p50 = float(values["model_p50_ms"])
     return {
         "outputs": "+".join(n.removeprefix("anomaly_") for n in names), "frames": frames,
+        "publication": (mode or os.environ.get(PUBLICATION_MODE_ENV, "SYNCHRONOUS")).lower(),
         "overhead_p50_ms": float(values["overhead_p50_ms"]), "overhead_p95_ms": float(values["overhead_p95_ms"]),
         "overhead_cpu_p50_ms": float(values["overhead_cpu_p50_ms"]),
         "model_p50_ms": model_p50,

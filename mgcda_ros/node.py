@@ -9,7 +9,6 @@ backlog. Counters and latency percentiles go to /diagnostics at 1 Hz.
 from __future__ import annotations
 
 import array
-import os
 import sys
 import threading
 import time
@@ -263,15 +262,8 @@ class AnomalyNode(Node):
         self._worker.join()
 
 
-#: Fast DDS (the default rmw) publishes synchronously unless told otherwise: ``publish`` then returns only after the
-#: multi-megabyte outputs went through the transport, on the worker thread. Asynchronous publication hands them to
-#: Fast DDS's own thread; Fast DDS recommends it for large data. A value already in the environment is kept.
-PUBLICATION_MODE_ENV = ("RMW_FASTRTPS_PUBLICATION_MODE", "ASYNCHRONOUS")
-
-
 def main(args: list[str] | None = None) -> int:
     """Console script ``anomaly_node``: exit status 0 on shutdown, 2 on invalid parameters or an unusable model."""
-    os.environ.setdefault(*PUBLICATION_MODE_ENV)  # read by rmw_fastrtps when rclpy starts, ignored by other rmws
     rclpy.init(args=args)
     node = None
     try:

@@ -57,17 +57,19 @@ def _die_with_parent() -> None:
 
 
 class NodeProcess:
-    """``anomaly_node`` in a subprocess with parameters from a YAML file written beside its log."""
+    """``anomaly_node`` in a subprocess with parameters from a YAML file written beside its log; ``env`` adds or
+    replaces environment variables of the subprocess."""
 
     def __init__(self, params: Mapping[str, Any], domain_id: int, workdir: Path,
-                 command: tuple[str, ...] = NODE_COMMAND, ros_args: tuple[str, ...] = ()) -> None:
+                 command: tuple[str, ...] = NODE_COMMAND, ros_args: tuple[str, ...] = (),
+                 env: Mapping[str, str] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.params_file = workdir / "anomaly_params.yaml"
         self.params_file.write_text(yaml.safe_dump({"/**/anomaly_node": {"ros__parameters": dict(params)}}))
         self.log_path = workdir / "anomaly_node.log"
         self._log = open(self.log_path, "wb")  # a file, not a pipe: a full pipe would block the node
         self.process = subprocess.Popen([*command, "--ros-args", "--params-file", str(self.params_file), *ros_args],
-                                        env=ros_env(domain_id), stdout=self._log, stderr=subprocess.STDOUT,
+                                        env={**ros_env(domain_id), **(env or {})}, stdout=self._log, stderr=subprocess.STDOUT,
                                         preexec_fn=_die_with_parent)
 
     def output(self) -> str:
