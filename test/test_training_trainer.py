@@ -3,6 +3,10 @@ inference parameter count. Tiny networks (width 0.125) on 32x64 images."""
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,15 +37,17 @@ def domains(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return write_layout(root / "v", 6, seed=1), write_layout(root / "a", 6, seed=2, prefix="mix")
 
 
-def tiny_config(domains: tuple[Path, Path], out_dir: Path, *overrides: str):
-    """train.yaml shrunk: width 0.125, 32x64, 2 + 2 images per step, 3 steps per epoch."""
+def tiny_overrides(domains: tuple[Path, Path], out_dir: Path, *overrides: str) -> list[str]:
+    """--set values that shrink train.yaml: width 0.125, 32x64, 2 + 2 images per step, 3 steps per epoch."""
     v, a = domains
-    return load_train_config(CONFIG, [
-        f"data.domain_v={v}", f"data.domain_a={a}", "model.width=0.125", "model.pretrained=false",
-        "data.input_size=[32, 64]", "data.num_workers=0", "train.batch_size=4", "train.epochs=2",
-        "mdat.do_base_channels=4", "cacl.n_anchor=8", "train.log_every=1", f"checkpoint.out_dir={out_dir}",
-        *overrides,
-    ])
+    return [f"data.domain_v={v}", f"data.domain_a={a}", "model.width=0.125", "model.pretrained=false",
+            "data.input_size=[32, 64]", "data.num_workers=0", "train.batch_size=4", "train.epochs=2",
+            "mdat.do_base_channels=4", "cacl.n_anchor=8", "train.log_every=1", f"checkpoint.out_dir={out_dir}",
+            *overrides]
+
+
+def tiny_config(domains: tuple[Path, Path], out_dir: Path, *overrides: str):
+    return load_train_config(CONFIG, tiny_overrides(domains, out_dir, *overrides))
 
 
 def _all_state(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -87,6 +93,69 @@ def test_kill_and_resume_matches_uninterrupted_run(domains: tuple[Path, Path], t
     different = [k for k in expected if not torch.equal(expected[k], got[k])]
     assert not different, f"resumed run differs from the uninterrupted one in {different[:5]}"
     assert resumed.step_fn.scheduler.state_dict() == full.step_fn.scheduler.state_dict()
+
+
+# Runs training in a child process that SIGKILLs itself halfway through writing its ``kill_at``-th latest.pt.
+KILLED_MID_CHECKPOINT = """
+import contextlib, json, os, signal, sys
+from pathlib import Path
+import torch
+import mgcda_core.utils.atomic as atomic
+from mgcda_core.training.config import load_train_config
+from mgcda_core.training.distributed import DistContext
+from mgcda_core.training.trainer import Trainer
+
+config_path, overrides, kill_at = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+torch.set_num_threads(1)
+original, writes = atomic.atomic_open, []
+
+class HalfThenKilled:
+    def __init__(self, handle):
+        self.handle = handle
+    def write(self, data):
+        self.handle.write(data[: len(data) // 2])
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+
+@contextlib.contextmanager
+def killing_open(path, mode="wb"):
+    with original(path, mode) as handle:
+        if Path(path).name == "latest.pt":
+            writes.append(path)
+            if len(writes) == kill_at:
+                yield HalfThenKilled(handle)
+                return
+        yield handle
+
+atomic.atomic_open = killing_open
+cpu = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+Trainer(load_train_config(config_path, overrides), cpu, show_progress=False).fit()
+"""
+
+
+def test_sigkill_mid_checkpoint_resumes_from_last_complete_one(domains: tuple[Path, Path], tmp_path: Path) -> None:
+    """SPEC §10 fault test with a real SIGKILL: the process dies halfway through writing the step-4 checkpoint;
+    latest.pt still holds step 2, and resuming from it ends bit-identical to an uninterrupted run."""
+    full = Trainer(tiny_config(domains, tmp_path / "full", "checkpoint.every=2"), CPU, show_progress=False)
+    assert full.fit().step == 6
+
+    overrides = tiny_overrides(domains, tmp_path / "killed", "checkpoint.every=2")
+    child = subprocess.run([sys.executable, "-c", KILLED_MID_CHECKPOINT, str(CONFIG), json.dumps(overrides), "2"],
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    latest = latest_path(tmp_path / "killed")
+    strays = list(latest.parent.glob(".latest.pt.*.tmp"))
+    assert len(strays) == 1 and strays[0].stat().st_size > 0  # the half-written step-4 file, never renamed
+    assert load_training_checkpoint(latest)["training"]["step"] == 2
+
+    resumed = Trainer(tiny_config(domains, tmp_path / "killed", "checkpoint.every=2"), CPU, resume=True,
+                      show_progress=False)
+    assert resumed.step == 2
+    assert resumed.fit().step == 6
+    expected, got = _all_state(full), _all_state(resumed)
+    different = [k for k in expected if not torch.equal(expected[k], got[k])]
+    assert not different, f"resumed run differs from the uninterrupted one in {different[:5]}"
 
 
 def test_resume_refuses_changed_config_and_missing_checkpoint(domains: tuple[Path, Path], tmp_path: Path) -> None:
