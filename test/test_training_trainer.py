@@ -260,3 +260,17 @@ def test_model_and_amp_settings_refused_as_config_errors(domains: tuple[Path, Pa
         TrainStep(tiny_config(domains, tmp_path, "train.amp=true"), CPU, total_steps=1, class_weights=None)
     with pytest.raises(ConfigError, match="model: .*resnet99"):
         TrainStep(tiny_config(domains, tmp_path, "model.encoder=resnet99"), CPU, total_steps=1, class_weights=None)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="mixed precision trains on CUDA only; no CUDA device here")
+def test_mixed_precision_steps_on_cuda_reduce_loss(domains: tuple[Path, Path], tmp_path: Path) -> None:
+    config = tiny_config(domains, tmp_path, "optim.lr=1e-3", "train.epochs=20", "train.device=cuda", "train.amp=true")
+    cuda = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cuda"))
+    trainer = Trainer(config, cuda, show_progress=False)
+    assert trainer.step_fn.amp and trainer.step_fn.scaler.is_enabled()
+    trainer.sampler.set_epoch(0)
+    batch = next(iter(trainer._loader()))
+    results = [trainer.step_fn(batch, step) for step in range(12)]
+    assert all(all(torch.isfinite(torch.tensor(list(r.losses.values())))) for r in results)
+    assert results[-1].losses["ce"] < 0.8 * results[0].losses["ce"]
+    assert all(p.dtype == torch.float32 for p in trainer.step_fn.model.parameters())  # fp16 only inside autocast
