@@ -239,11 +239,13 @@ def test_trainer_accuracy_scalars_on_anomaly_pixels_of_a_coarse_map() -> None:
                          [[0.9, 0.9], [0.9, 0.2]]]).unsqueeze(1)  # A: only the bottom-right cell on the A side
     domain = torch.tensor([0, 1])
     scalars = _accuracy_scalars("f", pred, domain == 0, domain == 1, (label == 1).unsqueeze(1))
-    assert scalars == {"mdat/acc_f_v": 0.25, "mdat/acc_f_a": 0.25,
-                       "mdat/acc_f_v_anomaly": 1.0, "mdat/acc_f_a_anomaly": 1.0}
-    label[0, 0, 0] = 0  # V without anomaly pixels: no V anomaly scalar
+    assert scalars == pytest.approx({"mdat/acc_f_v": 0.25, "mdat/acc_f_a": 0.25,
+                                     "mdat/acc_f_v_anomaly": 1.0, "mdat/acc_f_a_anomaly": 1.0,
+                                     "mdat/gap_f": (1.2 / 4) - (2.9 / 4), "mdat/gap_f_anomaly": 0.9 - 0.2})
+    label[0, 0, 0] = 0  # V without anomaly pixels: no V anomaly accuracy and no anomaly gap
     scalars = _accuracy_scalars("f", pred, domain == 0, domain == 1, (label == 1).unsqueeze(1))
-    assert "mdat/acc_f_v_anomaly" not in scalars and scalars["mdat/acc_f_a_anomaly"] == 1.0
+    assert "mdat/acc_f_v_anomaly" not in scalars and "mdat/gap_f_anomaly" not in scalars
+    assert scalars["mdat/acc_f_a_anomaly"] == 1.0
 
 
 def test_strided_output_classifier_has_the_same_layers_on_a_16x_coarser_map() -> None:

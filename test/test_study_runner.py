@@ -90,14 +90,15 @@ def test_partial_training_resumes_and_curves_come_from_its_event_files(data: Stu
     assert tau.steps.tolist() == list(range(10))  # every step once, across the resumption
     np.testing.assert_allclose(tau.values, [tau_at(int(s), 10) for s in tau.steps], atol=1e-6)
     for tag in ("loss/ce", "loss/mda_f", "loss/mda_o", "loss/cac", "mdat/acc_f_v", "mdat/acc_o_a",
-                "mdat/acc_f_a_anomaly", "mdat/acc_o_a_anomaly", "cacl/V/anchors"):
+                "mdat/acc_f_a_anomaly", "mdat/acc_o_a_anomaly", "mdat/gap_f", "mdat/gap_o", "cacl/V/anchors"):
         assert tag in scalars, sorted(scalars)
     fills = anchor_fill(scalars, n_anchor=8, images_per_domain=2)
     np.testing.assert_allclose(fills["cacl/V/anchor_fill"].values, scalars["cacl/V/anchors"].values / 16)
     np.testing.assert_allclose(fills["cacl/A/positive_fill"].values, scalars["cacl/A/positives"].values / 32)
     panels = plot_training_curves({**scalars, **fills}, tmp_path / "curves.png", title="mgcda")
-    assert panels[:3] == ["τ (eq. 1)", "domain classifier accuracy, all pixels (chance 0.5)",
-                          "domain classifier accuracy, anomaly pixels (chance 0.5)"]
+    assert panels[:4] == ["τ (eq. 1)", "domain classifier accuracy, all pixels (chance 0.5)",
+                          "domain classifier accuracy, anomaly pixels (chance 0.5)",
+                          "domain gap mean P_V − mean P_A (0: not separated)"]
     assert {"ce", "mda_f", "mda_o", "cac", "cls_f", "cls_o", "total"} <= set(panels)
     with Image.open(tmp_path / "curves.png") as image:
         assert image.format == "PNG" and image.width > 500

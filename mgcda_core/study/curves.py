@@ -66,6 +66,9 @@ def _panels(scalars: dict[str, Series]) -> list[tuple[str, list[str]]]:
                          [t for t in accuracy if t.endswith("_anomaly")])):
         if tags:
             panels.append((title, tags))
+    gaps = sorted(t for t in scalars if t.startswith("mdat/gap_"))
+    if gaps:
+        panels.append(("domain gap mean P_V − mean P_A (0: not separated)", gaps))
     panels += [(tag.removeprefix("loss/"), [tag]) for tag in sorted(t for t in scalars if t.startswith("loss/"))]
     counts = sorted(t for t in scalars if t.startswith("cacl/") and not t.endswith("_fill"))
     if counts:
@@ -92,6 +95,8 @@ def plot_training_curves(scalars: dict[str, Series], path: str | os.PathLike[str
         if panel_title.startswith("domain classifier"):
             axes.axhline(0.5, color="grey", linestyle="--", linewidth=0.8)
             axes.set_ylim(-0.02, 1.02)
+        if panel_title.startswith("domain gap"):
+            axes.axhline(0.0, color="grey", linestyle="--", linewidth=0.8)
         axes.set_title(panel_title, fontsize=9)
         axes.set_xlabel("step", fontsize=8)
         axes.tick_params(labelsize=7)

@@ -247,19 +247,25 @@ class TrainStep:
 
 
 def _accuracy_scalars(key: str, pred: Tensor, is_v: Tensor, is_a: Tensor, anomaly_pixels: Tensor) -> dict[str, float]:
-    """Classifier ``key``'s accuracy per domain on all pixels and on anomaly pixels only (issue 7 diagnostics).
+    """Classifier ``key``'s accuracy per domain and its domain gap, on all pixels and on anomaly pixels only.
 
-    V and A share their backgrounds, so all-pixel accuracy says little; the anomaly pixels are where the domains
-    differ. The label's anomaly mask is max-pooled to the map's size (a feature cell with any anomaly pixel
-    counts); a domain without anomaly pixels in the batch gets no anomaly scalar.
+    Accuracy thresholds at 0.5, so a classifier that outputs one value everywhere scores 1 on one domain and 0
+    on the other; the gap mean(P_V) − mean(P_A) says how far it separates the domains whatever its bias
+    (0: not at all; τ − (1 − τ) = 2τ − 1 when it reproduces its labels). V and A share their backgrounds, so
+    the anomaly pixels are where they differ. The label's anomaly mask is max-pooled to the map's size (a feature
+    cell with any anomaly pixel counts); a domain without anomaly pixels in the batch gets no anomaly scalars.
     """
     mask = F.adaptive_max_pool2d(anomaly_pixels.float(), pred.shape[-2:]) > 0
+    pred_v, pred_a, mask_v, mask_a = pred[is_v], pred[is_a], mask[is_v], mask[is_a]
     scalars: dict[str, float] = {}
-    scalars[f"mdat/acc_{key}_v"], scalars[f"mdat/acc_{key}_a"] = classifier_accuracy(pred[is_v], pred[is_a])
-    on_anomaly = classifier_accuracy(pred[is_v], pred[is_a], mask[is_v], mask[is_a])
+    scalars[f"mdat/acc_{key}_v"], scalars[f"mdat/acc_{key}_a"] = classifier_accuracy(pred_v, pred_a)
+    scalars[f"mdat/gap_{key}"] = float(pred_v.mean() - pred_a.mean())
+    on_anomaly = classifier_accuracy(pred_v, pred_a, mask_v, mask_a)
     for side, value in zip(("v", "a"), on_anomaly):
         if value is not None:
             scalars[f"mdat/acc_{key}_{side}_anomaly"] = value
+    if None not in on_anomaly:
+        scalars[f"mdat/gap_{key}_anomaly"] = float(pred_v[mask_v].mean() - pred_a[mask_a].mean())
     return scalars
 
 
