@@ -16,6 +16,8 @@ from mgcda_core.study.report import (
     load_runs,
     markdown_table,
     mean_std,
+    paired_differences,
+    paired_table,
     reference_table,
     select_recipe,
     wall_time_estimate,
@@ -119,6 +121,8 @@ def test_write_report_reads_done_files(runs: list[dict], tmp_path: Path) -> None
     text = md_path.read_text()
     assert "## score: dissimilarity" in text and "## score: ensemble" in text
     assert f"**{result['recipe_by_validation_AP']}**" in text
+    assert "### paired with Baseline (Mix), same seed, score dissimilarity" in text
+    assert result["paired_vs_baseline_mix"]["mgcda"]["target_test"]["dissimilarity"]["AP"]["n"] == 3
 
 
 def test_wall_time_estimate_from_measured_step_and_evaluation_times(runs: list[dict]) -> None:
@@ -133,3 +137,25 @@ def test_reference_table_lists_each_training_free_score() -> None:
     reference = {s: {"entropy": {"AP": 0.1234, "FPR95": 0.9, "AUROC": 0.55}} for s in ("target_test", "road_anomaly")}
     lines = reference_table(reference).splitlines()
     assert lines[2] == "| entropy | 12.3 | 90.0 | 55.0 | 12.3 | 90.0 | 55.0 | – | – | – |"
+
+
+def test_paired_differences_against_per_seed_subtraction(runs: list[dict]) -> None:
+    paired = paired_differences(runs)
+    assert set(paired) == {"mgcda", "oda"}  # every row but the reference
+    by_key = {(r["row"], r["seed"]): r for r in runs}
+    for metric in ("AP", "FPR95"):
+        deltas = [by_key[("mgcda", k)]["metrics"]["road_anomaly"]["ensemble"][metric]
+                  - by_key[("baseline_mix", k)]["metrics"]["road_anomaly"]["ensemble"][metric] for k in (0, 1, 2)]
+        stats = paired["mgcda"]["road_anomaly"]["ensemble"][metric]
+        assert stats["mean"] == pytest.approx(statistics.mean(deltas))
+        assert stats["std"] == pytest.approx(statistics.stdev(deltas))
+        better = sum(d < 0 for d in deltas) if metric == "FPR95" else sum(d > 0 for d in deltas)
+        assert (stats["n"], stats["better"]) == (3, better)
+    oda = paired["oda"]["target_test"]["dissimilarity"]["AUROC"]
+    assert oda["n"] == 1 and oda["std"] is None  # oda has seed 0 only: paired with Mix's seed 0
+    lines = paired_table(paired, "dissimilarity").splitlines()
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| +ODA", "| MGCDA (MDAT+CACL)"]
+    cell = paired["mgcda"]["target_test"]["dissimilarity"]["AP"]
+    assert lines[-1].split(" | ")[2] == (f"{100 * cell['mean']:+.1f} ± {100 * cell['std']:.1f} "
+                                         f"({cell['better']}/3)")
+    assert paired_differences([r for r in runs if r["row"] != "baseline_mix"]) == {}

@@ -77,6 +77,56 @@ def aggregate(runs: Iterable[Mapping]) -> dict:
     return table
 
 
+def paired_differences(runs: Iterable[Mapping], reference: str = "baseline_mix") -> dict:
+    """Per row, the difference row − ``reference`` of every metric over the seeds both have run.
+
+    Runs with one seed share the network's initial weights and the data order, so the paired difference removes
+    most of the seed-to-seed spread that the mean ± std table carries. Returns {row: {set: {score: {metric:
+    {"mean", "std", "n", "better"}}}}} with ``better`` = seeds where the row beats the reference (higher AP and
+    AUROC, lower FPR95); rows without a shared seed are left out.
+    """
+    by_key = {(r["row"], r["seed"]): r for r in runs}
+    base = {seed: run for (row, seed), run in by_key.items() if row == reference}
+    result: dict = {}
+    for (row, seed), run in sorted(by_key.items()):
+        if row == reference or seed not in base:
+            continue
+        for set_name, scores in run["metrics"].items():
+            for score, metrics in scores.items():
+                for metric in METRICS:
+                    other = base[seed]["metrics"].get(set_name, {}).get(score)
+                    if other is not None:
+                        (result.setdefault(row, {}).setdefault(set_name, {}).setdefault(score, {})
+                         .setdefault(metric, []).append(metrics[metric] - other[metric]))
+    for sets in result.values():
+        for scores in sets.values():
+            for metrics in scores.values():
+                for metric, deltas in metrics.items():
+                    wins = sum(d < 0 if metric == "FPR95" else d > 0 for d in deltas)
+                    metrics[metric] = {**mean_std(deltas), "better": int(wins)}
+    return result
+
+
+def paired_table(paired: Mapping, score: str, reference: str = "baseline_mix",
+                 sets: Sequence[str] = SET_ORDER) -> str:
+    """Markdown table of ``paired_differences`` for ``score``: "Δ mean ± std (better/seeds)" in points."""
+    header = ["row", "seeds"] + [f"{SET_LABELS.get(s, s)} Δ{m}" for s in sets for m in METRICS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in [name for name, _ in ROWS if name in paired]:
+        cells, n = [ROW_LABELS[row]], 0
+        for set_name in sets:
+            for metric in METRICS:
+                stats = paired[row].get(set_name, {}).get(score, {}).get(metric)
+                if stats is None:
+                    cells.append("–")
+                    continue
+                n = stats["n"]
+                std = f" ± {100 * stats['std']:.1f}" if stats["std"] is not None else ""
+                cells.append(f"{100 * stats['mean']:+.1f}{std} ({stats['better']}/{n})")
+        lines.append("| " + " | ".join([cells[0], str(n), *cells[1:]]) + " |")
+    return "\n".join(lines)
+
+
 def select_recipe(table: Mapping, selection: tuple[str, str, str] = SELECTION) -> str | None:
     """The row with the best mean on the validation split (never RoadAnomaly); None if no row has it."""
     set_name, score, metric = selection
@@ -136,7 +186,8 @@ def write_report(study_dir: str | Path, header: Mapping) -> tuple[Path, Path]:
     table = aggregate(runs)
     scores = sorted({score for entry in table.values() for s in entry["metrics"].values() for score in s})
     recipe = select_recipe(table)
-    result = {**header, "rows": table, "recipe_by_validation_AP": recipe,
+    paired = paired_differences(runs)
+    result = {**header, "rows": table, "recipe_by_validation_AP": recipe, "paired_vs_baseline_mix": paired,
               "runs": [{k: r[k] for k in ("row", "seed", "steps", "metrics", "wall_s", "machine")} for r in runs]}
     json_path, md_path = study_dir / "results.json", study_dir / "results.md"
     atomic_write_json(json_path, result)
@@ -145,6 +196,10 @@ def write_report(study_dir: str | Path, header: Mapping) -> tuple[Path, Path]:
              "† = wall time of a resumed run (only the last attempt).", ""]
     for score in scores:
         parts += [f"## score: {score}", "", markdown_table(table, score), ""]
+        if paired:
+            parts += [f"### paired with Baseline (Mix), same seed, score {score}", "",
+                      "Difference row − Baseline (Mix) in points, mean ± std over the shared seeds, "
+                      "(seeds where the row is better / shared seeds).", "", paired_table(paired, score), ""]
     if header.get("reference"):
         parts += ["## training-free reference (embedded ESPNetv2, same sets and input size)", "",
                   reference_table(header["reference"]), ""]
