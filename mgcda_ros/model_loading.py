@@ -7,6 +7,7 @@ or an exported ``.onnx``/``.engine`` file runs on the runtime named by ``backend
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from mgcda_core.model.segmentation import DEFAULT_WEIGHTS
@@ -35,6 +36,8 @@ def load_detector(params: NodeParams) -> Detector:
         if path.suffix.lower() not in CHECKPOINT_SUFFIXES + EXPORTED_SUFFIXES:
             raise ModelLoadError(f"model file {path}: expected an mgcda checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}) "
                                  f"or an exported graph ({', '.join(EXPORTED_SUFFIXES)})")
+        if path.suffix.lower() == ".onnx":
+            _check_export_description(path, params.score)
     try:
         if path is not None and path.suffix.lower() in EXPORTED_SUFFIXES:
             # an exported graph already computes its score: `score` must name the one it was exported with
@@ -49,6 +52,30 @@ def load_detector(params: NodeParams) -> Detector:
     except Exception as err:  # reported once, on one line, naming the file once
         what = f"model file {path}" if path is not None else "the embedded default detector"
         raise ModelLoadError(f"cannot load {what}: {_one_line(err, path)}") from None
+
+
+def _check_export_description(path: Path, score: str) -> None:
+    """An exported graph computes one score: refuse a ``score`` parameter that differs from the one its export
+    sidecar (``<file>.json``, written by ``python -m mgcda_core.export``) records, or a graph exported without
+    its score stage. Without a sidecar there is nothing to check against."""
+    from mgcda_core.export.onnx_export import sidecar_path  # here: the exporter pulls in onnx, needed only now
+
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        return
+    try:
+        description = json.loads(sidecar.read_text()).get("description", {})
+    except (OSError, ValueError, AttributeError) as err:
+        raise ModelLoadError(f"model file {path}: its export record {sidecar.name} is unreadable "
+                             f"({type(err).__name__}: {err})") from None
+    stages = description.get("stages", "score")
+    if stages != "score":
+        raise ModelLoadError(f"model file {path} was exported with --stages {stages} (per {sidecar.name}): the node "
+                             "needs the full graph; export it again with --stages score")
+    exported = description.get("score")
+    if exported is not None and exported != score:
+        raise ModelLoadError(f"model file {path} computes the {exported!r} score (per {sidecar.name}) but parameter "
+                             f"score is {score!r}; set score: {exported} or export the model with --score {score}")
 
 
 def _one_line(err: Exception, path: Path | None, limit: int = 400) -> str:
