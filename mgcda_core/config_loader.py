@@ -126,6 +126,22 @@ def to_dict(config: Any) -> Any:
     return config
 
 
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any], allowed: Sequence[str] = ()) -> str:
+    """The leaves (dotted key paths) where two ``to_dict`` trees differ, as "key: old -> new; ..." in key order,
+    leaving out the keys in ``allowed``; "" when they agree. For refusing to reuse a run made with other settings."""
+    old, new = _flatten(saved), _flatten(current)
+    differing = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in allowed)
+    return "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differing)
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = _join(prefix, key)
+        flat.update(_flatten(value, path) if isinstance(value, Mapping) else {path: value})
+    return flat
+
+
 def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
     """Build dataclass ``cls`` from a mapping, checking every key and type (see module docstring)."""
     where = prefix or "config"

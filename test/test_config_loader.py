@@ -8,7 +8,15 @@ from typing import Literal
 
 import pytest
 
-from mgcda_core.config_loader import ConfigError, apply_override, deep_merge, from_dict, load_config, to_dict
+from mgcda_core.config_loader import (
+    ConfigError,
+    apply_override,
+    config_differences,
+    deep_merge,
+    from_dict,
+    load_config,
+    to_dict,
+)
 
 
 @dataclass(frozen=True)
@@ -127,3 +135,12 @@ def test_merge_and_override_do_not_modify_inputs() -> None:
     raw: dict = {}
     apply_override(raw, "x.y.z=1")
     assert raw == {"x": {"y": {"z": 1}}}
+
+
+def test_config_differences_lists_changed_leaves_by_dotted_key() -> None:
+    saved = {"train": {"seed": 0, "log_every": 5}, "data": {"size": [64, 128]}, "old": 1}
+    current = {"train": {"seed": 1, "log_every": 10}, "data": {"size": [64, 128]}, "new": True}
+    assert config_differences(saved, current) == ("new: None -> True; old: 1 -> None; train.log_every: 5 -> 10; "
+                                                  "train.seed: 0 -> 1")
+    assert config_differences(saved, current, allowed=("train.log_every", "old", "new")) == "train.seed: 0 -> 1"
+    assert config_differences(saved, saved) == ""

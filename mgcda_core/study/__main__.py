@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mgcda_core.config_loader import ConfigError, to_dict
+from mgcda_core.config_loader import ConfigError, config_differences, to_dict
 from mgcda_core.study.config import BUDGET_NAMES, ROW_NAMES, load_study_config
 
 STUDY_MARKER = "study.json"
@@ -46,22 +46,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat: dict = {}
-    for key, value in tree.items():
-        path = f"{prefix}.{key}" if prefix else key
-        flat.update(_flatten(value, path) if isinstance(value, dict) else {path: value})
-    return flat
-
-
 def check_study_marker(out: Path, settings: dict) -> None:
     """A study folder holds one configuration: refuse to add runs made with other settings or another budget."""
     marker = out / STUDY_MARKER
     if marker.is_file():
-        saved, current = _flatten(json.loads(marker.read_text())), _flatten(settings)
-        differing = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
-        if differing:
-            details = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differing)
+        details = config_differences(json.loads(marker.read_text()), settings)
+        if details:
             raise ConfigError(f"{out} holds a study with other settings ({details}); use another --out")
     else:
         from mgcda_core.utils.atomic import atomic_write_json

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from mgcda_core.config_loader import to_dict
+from mgcda_core.config_loader import config_differences, to_dict
 from mgcda_core.data.layout import LABEL_FOLDER, DomainBatchSampler, LayoutDataset, MultiDomainDataset
 from mgcda_core.losses.segmentation import enet_class_weights, label_folder_pixel_counts
 from mgcda_core.training import checkpoint as ckpt
@@ -45,22 +45,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        path = f"{prefix}.{key}" if prefix else key
-        flat.update(_flatten(value, path) if isinstance(value, dict) else {path: value})
-    return flat
-
-
 def check_resume_config(saved: dict[str, Any], current: dict[str, Any], path: str) -> None:
     """Refuse to resume with a config that changes the training itself (lists the differing keys)."""
-    old, new = _flatten(saved), _flatten(current)
-    differing = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
-    if differing:
-        details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differing)
+    details = config_differences(saved, current, allowed=RESUMABLE_CHANGES)
+    if details:
         raise ckpt.CheckpointError(f"cannot resume from {path}: the config differs in {details} "
-                         f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
+                                   f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
 
 
 class Trainer:
