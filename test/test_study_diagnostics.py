@@ -36,13 +36,13 @@ def test_fill_ratios_of_real_draws() -> None:
     # V images hold 3 and 20 anomaly pixels, A images 200 each: V takes 3 + 8 anchors of 16 wanted and
     # 0 + min(16, 20 - 8) positives of 32 wanted; A fills both sets.
     counts = draw([3, 20, 200, 200], [0, 0, 1, 1])
-    assert set_fill(counts, "V", "anchors", N_ANCHOR) == pytest.approx((3 + 8) / 16)
-    assert set_fill(counts, "V", "positives", N_ANCHOR) == pytest.approx((0 + 12) / 32)
-    assert set_fill(counts, "A", "anchors", N_ANCHOR) == 1.0
-    assert set_fill(counts, "A", "positives", N_ANCHOR) == 1.0
-    assert set_fill(draw([50], [0]), "A", "anchors", N_ANCHOR) is None  # no A image in the batch
+    assert set_fill(counts, "V", "anchors") == pytest.approx((3 + 8) / 16)
+    assert set_fill(counts, "V", "positives") == pytest.approx((0 + 12) / 32)
+    assert set_fill(counts, "A", "anchors") == 1.0
+    assert set_fill(counts, "A", "positives") == 1.0
+    assert set_fill(draw([50], [0]), "A", "anchors") is None  # no A image in the batch
     with pytest.raises(ValueError, match="'anchors' or 'positives'"):
-        set_fill(counts, "V", "negatives", N_ANCHOR)
+        set_fill(counts, "V", "negatives")
 
 
 def test_shortfall_warning_is_logged_and_throttled(caplog: pytest.LogCaptureFixture) -> None:

@@ -4,18 +4,16 @@ skipping finished runs, the target split, and the training curves read back from
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from test_training_data import write_layout
 
 from mgcda_core.losses.mdat import tau_at
 from mgcda_core.study.config import ROW_NAMES, StudyConfig, StudyData, StudyEvaluation, load_study_config
-from mgcda_core.study.curves import adversarial_summary, anchor_fill, plot_training_curves, read_scalars
+from mgcda_core.study.curves import adversarial_summary, plot_training_curves, read_scalars
 from mgcda_core.study.data import StudyDataPaths, StudyError, split_target
 from mgcda_core.study.runner import RunSpec, evaluate_sets, preset_path, run_one, train_overrides, train_run
 from mgcda_core.training.checkpoint import latest_path
@@ -27,12 +25,7 @@ TINY = ("model.encoder=vgg16", "model.width=0.125", "model.pretrained=false", "m
         "cacl.embed_dim=8", "cacl.n_anchor=8", "train.batch_size=4")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +85,10 @@ def test_partial_training_resumes_and_curves_come_from_its_event_files(data: Stu
     for tag in ("loss/ce", "loss/mda_f", "loss/mda_o", "loss/cac", "mdat/acc_f_v", "mdat/acc_o_a",
                 "mdat/acc_f_a_anomaly", "mdat/acc_o_a_anomaly", "mdat/gap_f", "mdat/gap_o", "cacl/V/anchors"):
         assert tag in scalars, sorted(scalars)
-    fills = anchor_fill(scalars, n_anchor=8, images_per_domain=2)
-    np.testing.assert_allclose(fills["cacl/V/anchor_fill"].values, scalars["cacl/V/anchors"].values / 16)
-    np.testing.assert_allclose(fills["cacl/A/positive_fill"].values, scalars["cacl/A/positives"].values / 32)
-    panels = plot_training_curves({**scalars, **fills}, tmp_path / "curves.png", title="mgcda")
+    # the trainer's fill = drawn / requested: 2 images per domain x N_a = 8 anchors (x 2·N_a positives)
+    np.testing.assert_allclose(scalars["cacl/V/anchor_fill"].values, scalars["cacl/V/anchors"].values / 16)
+    np.testing.assert_allclose(scalars["cacl/A/positive_fill"].values, scalars["cacl/A/positives"].values / 32)
+    panels = plot_training_curves(scalars, tmp_path / "curves.png", title="mgcda")
     assert panels[:4] == ["τ (eq. 1)", "domain classifier accuracy, all pixels (chance 0.5)",
                           "domain classifier accuracy, anomaly pixels (chance 0.5)",
                           "domain gap mean P_V − mean P_A (0: not separated)"]

@@ -42,7 +42,7 @@ DOMAIN_NAMES = ("V", "A")  # index = domain id
 # Column order of the per-image "taken" table, also the count names.
 _TAKEN_NAMES = ("anchors_hard", "anchors_easy", "positives", "negatives_hard", "negatives_easy")
 # Requested per image, as multiples of n_anchor: anchors, positives, negatives (2 hard + 6 easy).
-_POSITIVE_FACTOR, _HARD_NEGATIVE_FACTOR, _EASY_NEGATIVE_FACTOR = 2, 2, 6
+POSITIVE_FACTOR, _HARD_NEGATIVE_FACTOR, _EASY_NEGATIVE_FACTOR = 2, 2, 6
 
 
 class PixelSample(NamedTuple):
@@ -147,7 +147,7 @@ def sample_pixels(
 
     # Quotas per image (B-vectors).
     anchors_hard, anchors_easy = _split_quota(hard_anomaly, easy_anomaly, (n_anchor + 1) // 2, n_anchor // 2)
-    positives = (easy_anomaly - anchors_easy).clamp(max=_POSITIVE_FACTOR * n_anchor)
+    positives = (easy_anomaly - anchors_easy).clamp(max=POSITIVE_FACTOR * n_anchor)
     negatives_hard, negatives_easy = _split_quota(
         hard_normal, easy_normal, _HARD_NEGATIVE_FACTOR * n_anchor, _EASY_NEGATIVE_FACTOR * n_anchor
     )
@@ -165,7 +165,7 @@ def sample_pixels(
 
     largest_negative_pool = (_HARD_NEGATIVE_FACTOR + _EASY_NEGATIVE_FACTOR) * n_anchor  # after filling
     hard_anomaly_index, hard_anomaly_rank = ranked(pools[0], n_anchor)
-    easy_anomaly_index, easy_anomaly_rank = ranked(pools[1], n_anchor + _POSITIVE_FACTOR * n_anchor)
+    easy_anomaly_index, easy_anomaly_rank = ranked(pools[1], n_anchor + POSITIVE_FACTOR * n_anchor)
     hard_normal_index, hard_normal_rank = ranked(pools[2], largest_negative_pool)
     easy_normal_index, easy_normal_rank = ranked(pools[3], largest_negative_pool)
     # Anchors take the first ranks of the anomaly pools, positives the next ranks of the easy one (disjoint).
@@ -224,7 +224,7 @@ def _count_table(taken: Tensor, domain: Tensor, n_anchor: int) -> dict[str, int]
             f"{name}/anchors": anchors,
             f"{name}/negatives": negatives,
             f"{name}/anchors_shortfall": n_anchor * images[d] - anchors,
-            f"{name}/positives_shortfall": _POSITIVE_FACTOR * n_anchor * images[d] - row["positives"],
+            f"{name}/positives_shortfall": POSITIVE_FACTOR * n_anchor * images[d] - row["positives"],
             f"{name}/negatives_shortfall": requested_negatives - negatives,
         })
     return counts

@@ -14,7 +14,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
-from mgcda_core.training.diagnostics import DOMAINS, set_fill
 from mgcda_core.utils.atomic import atomic_write_with
 
 
@@ -37,21 +36,6 @@ def read_scalars(log_dir: str | os.PathLike[str]) -> dict[str, Series]:
         steps = np.array(sorted(by_step), dtype=np.int64)
         series[tag] = Series(steps, np.array([by_step[s] for s in steps], dtype=np.float64))
     return series
-
-
-def anchor_fill(scalars: dict[str, Series], n_anchor: int, images_per_domain: int) -> dict[str, Series]:
-    """``cacl/<D>/anchor_fill`` and ``positive_fill`` series (drawn / requested, 1 = full) from the logged CACL
-    counts ``cacl/<D>/anchors`` and ``cacl/<D>/positives``, for runs whose trainer did not log the fill itself."""
-    fills = {}
-    for domain in DOMAINS:
-        for kind, name in (("anchors", "anchor_fill"), ("positives", "positive_fill")):
-            tag = f"cacl/{domain}/{kind}"
-            if tag not in scalars:
-                continue
-            values = [set_fill({f"{domain}/images": images_per_domain, f"{domain}/{kind}": int(v)}, domain, kind,
-                               n_anchor) for v in scalars[tag].values]
-            fills[f"cacl/{domain}/{name}"] = Series(scalars[tag].steps, np.array(values, dtype=np.float64))
-    return fills
 
 
 def _panels(scalars: dict[str, Series]) -> list[tuple[str, list[str]]]:

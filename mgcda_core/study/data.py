@@ -16,13 +16,14 @@ from pathlib import Path
 
 from mgcda_core import prepare
 from mgcda_core.data import procedural
+from mgcda_core.losses.cacl import DOMAIN_NAMES
 from mgcda_core.study.config import StudyData
 from mgcda_core.training.diagnostics import anomaly_pixel_census, census_warning
 from mgcda_core.utils.atomic import atomic_write_json
 
 DATA_MARKER = "data.json"
 TARGET_SPLITS = ("target_val", "target_test")
-DOMAIN_FOLDERS = {"V": "voidclass", "A": "anomalymix"}
+DOMAIN_FOLDERS = dict(zip(DOMAIN_NAMES, prepare.DOMAINS))  # V -> voidclass, A -> anomalymix (domain ids 0, 1)
 
 
 class StudyError(RuntimeError):

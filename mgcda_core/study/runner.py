@@ -26,7 +26,7 @@ from mgcda_core import evaluate as evaluate_cli
 from mgcda_core.config_loader import to_dict
 from mgcda_core.data.layout import list_layout
 from mgcda_core.study.config import StudyConfig
-from mgcda_core.study.curves import adversarial_summary, anchor_fill, plot_training_curves, read_scalars
+from mgcda_core.study.curves import adversarial_summary, plot_training_curves, read_scalars
 from mgcda_core.study.data import StudyDataPaths, StudyError
 from mgcda_core.training.checkpoint import latest_path, load_training_checkpoint
 from mgcda_core.training.config import TrainConfig, load_train_config
@@ -156,9 +156,6 @@ def run_one(study: StudyConfig, data: StudyDataPaths, spec: RunSpec, study_dir: 
     training = train_run(spec, overrides, run_dir, show_progress)
     metrics, eval_wall = evaluate_sets(study, data, run_dir / "eval", study.evaluation.scores, training["checkpoint"])
     scalars = read_scalars(run_dir / "train" / TENSORBOARD_DIR)
-    config = training["config"]
-    if not any(tag.endswith("_fill") for tag in scalars):  # the trainer does not log the fill (yet)
-        scalars.update(anchor_fill(scalars, config["cacl"]["n_anchor"], config["train"]["batch_size"] // 2))
     plot_training_curves(scalars, run_dir / "curves.png", title=f"{spec.row}, seed {spec.seed}")
     record = {"row": spec.row, "seed": spec.seed, "steps": training["steps"], "metrics": metrics,
               "wall_s": {"train": training["wall_s"], "evaluate": round(eval_wall, 1)},

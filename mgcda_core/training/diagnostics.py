@@ -1,12 +1,10 @@
-"""Diagnostics for CACL's pixel sampling that the trainer does not log itself (issue 7, item 3).
+"""Diagnostics for CACL's pixel sampling (issue 7, item 3): is a domain's anchor/positive set full?
 
-The trainer already logs the domain classifiers' accuracy per domain (``mdat/acc_<f|o>_<v|a>``), τ and the
-CACL counts drawn per step (``cacl/<V|A>/<anchors|positives|negatives>``). Missing there: whether those counts
-fall short of what eq. 3's sampling asks for. Per image CACL wants N_a anchor and 2·N_a positive anomaly pixels
-(MGCDA section 3.3); a domain whose images hold fewer anomaly pixels silently contrasts fewer pixels.
+Per image CACL wants N_a anchor and 2·N_a positive anomaly pixels (MGCDA section 3.3); a domain whose images
+hold fewer anomaly pixels silently contrasts fewer pixels.
 
-- :class:`AnchorShortfallMonitor` (per step, from ``PixelSample.counts``): fill ratios as scalars and a
-  throttled warning when a domain's anchor (or positive) set is not full.
+- :class:`AnchorShortfallMonitor` (the trainer calls it every step with ``PixelSample.counts``): fill ratios as
+  scalars and a throttled warning when a domain's anchor (or positive) set is not full.
 - :func:`anomaly_pixel_census` (once, from a label folder): how many frames can fill the sets at all.
 """
 
@@ -20,27 +18,24 @@ from pathlib import Path
 
 import numpy as np
 
+from mgcda_core.losses.cacl import DOMAIN_NAMES, POSITIVE_FACTOR
 from mgcda_core.utils.images import read_label
 
 LOGGER = logging.getLogger("mgcda_core.training")
 
-DOMAINS = ("V", "A")
-# Requested per image as multiples of n_anchor (MGCDA section 3.3): N_a anchors, 2·N_a positives.
-POSITIVE_FACTOR = 2
 
-
-def set_fill(counts: Mapping[str, int], domain: str, kind: str, n_anchor: int) -> float | None:
+def set_fill(counts: Mapping[str, int], domain: str, kind: str) -> float | None:
     """Drawn / requested for ``kind`` ("anchors" or "positives") of ``domain`` in one step; None without images.
 
-    Requested = images · N_a (anchors) or images · 2·N_a (positives), as in ``mgcda_core.losses.cacl``.
+    Requested = drawn + the shortfall ``PixelSample.counts`` reports (images · N_a anchors, images · 2·N_a
+    positives, as ``mgcda_core.losses.cacl`` asks for).
     """
     if kind not in ("anchors", "positives"):
         raise ValueError(f"kind must be 'anchors' or 'positives', got {kind!r}")
-    images = int(counts[f"{domain}/images"])
-    if images == 0:
+    if int(counts[f"{domain}/images"]) == 0:
         return None
-    requested = images * n_anchor * (1 if kind == "anchors" else POSITIVE_FACTOR)
-    return int(counts[f"{domain}/{kind}"]) / requested
+    drawn = int(counts[f"{domain}/{kind}"])
+    return drawn / (drawn + int(counts[f"{domain}/{kind}_shortfall"]))
 
 
 @dataclass
@@ -64,9 +59,9 @@ class AnchorShortfallMonitor:
 
     def update(self, step: int, counts: Mapping[str, int]) -> dict[str, float]:
         scalars: dict[str, float] = {}
-        for domain in DOMAINS:
-            anchors = set_fill(counts, domain, "anchors", self.n_anchor)
-            positives = set_fill(counts, domain, "positives", self.n_anchor)
+        for domain in DOMAIN_NAMES:
+            anchors = set_fill(counts, domain, "anchors")
+            positives = set_fill(counts, domain, "positives")
             if anchors is None:
                 continue
             scalars[f"cacl/{domain}/anchor_fill"] = anchors

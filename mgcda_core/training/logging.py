@@ -1,7 +1,8 @@
 """TensorBoard scalar logging (rank 0 only) under ``<out_dir>/tensorboard``.
 
-Tags: ``loss/<term>`` for every loss term, ``mdat/tau``, ``mdat/acc_<f|o>_<v|a>`` (domain classifier accuracy
-per domain), ``lr/network``, ``lr/classifiers``, ``cacl/<V|A>/<anchors|positives|negatives>`` (counts drawn) and
+Tags: ``loss/<term>`` for every loss term, ``mdat/tau``, ``mdat/acc_<f|o>_<v|a>`` and ``…_anomaly`` (domain
+classifier accuracy per domain, on all and on anomaly pixels), ``mdat/gap_<f|o>`` and ``…_anomaly`` (mean P_V −
+mean P_A), ``lr/network``, ``lr/classifiers``, ``cacl/<V|A>/<anchors|positives|negatives>`` (counts drawn) and
 ``cacl/<V|A>/<anchor_fill|positive_fill>`` (fraction of the requested set filled).
 """
 
