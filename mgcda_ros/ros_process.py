@@ -58,7 +58,8 @@ def _die_with_parent() -> None:
 
 class NodeProcess:
     """``anomaly_node`` in a subprocess with parameters from a YAML file written beside its log; ``env`` adds or
-    replaces environment variables of the subprocess."""
+    replaces environment variables of the subprocess (discovery stays on loopback in ``domain_id`` whatever it
+    says)."""
 
     def __init__(self, params: Mapping[str, Any], domain_id: int, workdir: Path,
                  command: tuple[str, ...] = NODE_COMMAND, ros_args: tuple[str, ...] = (),
@@ -69,7 +70,7 @@ class NodeProcess:
         self.log_path = workdir / "anomaly_node.log"
         self._log = open(self.log_path, "wb")  # a file, not a pipe: a full pipe would block the node
         self.process = subprocess.Popen([*command, "--ros-args", "--params-file", str(self.params_file), *ros_args],
-                                        env={**ros_env(domain_id), **(env or {})}, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=ros_env(domain_id, {**os.environ, **(env or {})}), stdout=self._log, stderr=subprocess.STDOUT,
                                         preexec_fn=_die_with_parent)
 
     def output(self) -> str:

@@ -301,3 +301,13 @@ def test_missing_or_corrupt_model_file_stops_start_up_with_one_message_naming_it
         assert output.count(str(path)) == 1 and "Traceback" not in output, output
         expected = "model file not found" if path == missing else "cannot load model file"
         assert expected in output and output.strip().count("\n") == 0, output  # one line
+
+
+def test_node_process_env_adds_variables_but_keeps_discovery_on_loopback(tmp_path: Path) -> None:
+    show = "import os; print(os.environ['MGCDA_PROBE'], os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'], " \
+           "os.environ['ROS_DOMAIN_ID'])"
+    process = NodeProcess({}, 42, tmp_path, command=(sys.executable, "-c", show),
+                          env={"MGCDA_PROBE": "asked", "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET", "ROS_DOMAIN_ID": "7"})
+    assert process.wait_exit(30) == 0
+    process.stop()
+    assert process.output().split() == ["asked", "LOCALHOST", "42"]
