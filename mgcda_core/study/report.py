@@ -111,7 +111,7 @@ def paired_table(paired: Mapping, score: str, reference: str = "baseline_mix",
                  sets: Sequence[str] = SET_ORDER) -> str:
     """Markdown table of ``paired_differences`` for ``score``: "Δ mean ± std (better/seeds)" in points."""
     header = ["row", "seeds"] + [f"{SET_LABELS.get(s, s)} Δ{m}" for s in sets for m in METRICS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = []
     for row in [name for name, _ in ROWS if name in paired]:
         cells, n = [ROW_LABELS[row]], 0
         for set_name in sets:
@@ -123,8 +123,8 @@ def paired_table(paired: Mapping, score: str, reference: str = "baseline_mix",
                 n = stats["n"]
                 std = f" ± {100 * stats['std']:.1f}" if stats["std"] is not None else ""
                 cells.append(f"{100 * stats['mean']:+.1f}{std} ({stats['better']}/{n})")
-        lines.append("| " + " | ".join([cells[0], str(n), *cells[1:]]) + " |")
-    return "\n".join(lines)
+        lines.append([cells[0], str(n), *cells[1:]])
+    return _markdown(header, lines)
 
 
 def select_recipe(table: Mapping, selection: tuple[str, str, str] = SELECTION) -> str | None:
@@ -152,7 +152,7 @@ def markdown_table(table: Mapping, score: str, sets: Sequence[str] = SET_ORDER) 
     """One markdown table for ``score``: a line per row (Table 3 order), AP / FPR95 / AUROC per evaluation set."""
     header = ["row", "seeds", "steps"] + [f"{SET_LABELS.get(s, s)} {m}" for s in sets for m in METRICS] + \
              ["train s/run", "eval s/run"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = []
     order = [name for name, _ in ROWS if name in table] + sorted(set(table) - set(ROW_LABELS))
     for row in order:
         entry = table[row]
@@ -163,20 +163,24 @@ def markdown_table(table: Mapping, score: str, sets: Sequence[str] = SET_ORDER) 
         wall = entry["wall_s"]
         mark = "†" if entry["partial_wall_time"] else ""
         cells += [f"{wall['train']['mean']:.0f}{mark}", f"{wall['evaluate']['mean']:.0f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        lines.append(cells)
+    return _markdown(header, lines)
 
 
 def reference_table(reference: Mapping, sets: Sequence[str] = SET_ORDER) -> str:
     """Markdown table of the training-free scores ({set: {score: metrics}}), one line per score."""
     scores = sorted({score for by_score in reference.values() for score in by_score})
     header = ["training-free score"] + [f"{SET_LABELS.get(s, s)} {m}" for s in sets for m in METRICS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for score in scores:
-        cells = [score] + [f"{100 * reference[s][score][m]:.1f}" if score in reference.get(s, {}) else "–"
-                           for s in sets for m in METRICS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    lines = [[score] + [f"{100 * reference[s][score][m]:.1f}" if score in reference.get(s, {}) else "–"
+                        for s in sets for m in METRICS] for score in scores]
+    return _markdown(header, lines)
+
+
+def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A markdown table: the header line, the separator, one line per row of cells."""
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
+    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
 
 
 def write_report(study_dir: str | Path, header: Mapping) -> tuple[Path, Path]:
