@@ -172,6 +172,14 @@ def mask_to_fields(mask: np.ndarray) -> ImageFields:
     return ImageFields(mask.shape[0], mask.shape[1], "mono8", 0, mask.shape[1], data.reshape(-1))
 
 
+def label_to_fields(label: np.ndarray) -> ImageFields:
+    """HxW uint8 ground-truth mask (0 normal, 1 anomaly, 255 ignore) to mono8 fields; inverse of
+    :func:`label_from_image`."""
+    if label.dtype != np.uint8 or label.ndim != 2:
+        raise ValueError(f"expected an HxW uint8 ground-truth mask, got {label.dtype} {label.shape}")
+    return ImageFields(label.shape[0], label.shape[1], "mono8", 0, label.shape[1], label.reshape(-1))
+
+
 def score_to_fields(score: np.ndarray) -> ImageFields:
     """float32 HxW score in [0, 1] to 32FC1 fields (little endian)."""
     if score.dtype != np.float32 or score.ndim != 2:

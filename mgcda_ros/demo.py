@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mgcda_core.data.eval_sets import road_anomaly
 from mgcda_ros.bag_io import COMPRESSED, IMAGE, BagWriter
-from mgcda_ros.conversions import ImageFields
+from mgcda_ros.conversions import label_to_fields
 from mgcda_ros.params import NodeParams
 from mgcda_ros.replay import ReplayConfig, replay
 
@@ -33,8 +33,7 @@ def build_demo_bag(path: Path, assets: Path = ASSETS) -> int:
             stamp = FIRST_STAMP_NS + index * FRAME_PERIOD_NS
             label = frames[index].label
             writer.write_compressed(IMAGE_TOPIC, stamp, stamp, "camera", "jpeg", frame.image_path.read_bytes())
-            writer.write_image(GT_TOPIC, stamp, stamp, "camera", ImageFields(label.shape[0], label.shape[1], "mono8",
-                                                                            0, label.shape[1], label.reshape(-1)))
+            writer.write_image(GT_TOPIC, stamp, stamp, "camera", label_to_fields(label))
     return len(frames)
 
 

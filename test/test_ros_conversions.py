@@ -14,6 +14,7 @@ from mgcda_ros.conversions import (
     fields_to_array,
     image_to_rgb,
     label_from_image,
+    label_to_fields,
     mask_to_fields,
     mask_to_mono8,
     message_to_rgb,
@@ -150,6 +151,12 @@ def test_output_fields_round_trip_and_encode_the_contract():
 def test_label_from_image_requires_mono8():
     labels = RNG.choice(np.array([0, 1, 255], np.uint8), size=(6, 5))
     np.testing.assert_array_equal(label_from_image(rosbags_image(6, 5, "mono8", 5, labels.tobytes())), labels)
+    fields = label_to_fields(labels)  # the writing side: values kept as they are (0, 1, 255)
+    assert (fields.encoding, fields.step) == ("mono8", 5)
+    np.testing.assert_array_equal(label_from_image(rosbags_image(*fields[:2], "mono8", 5, fields.data.tobytes())),
+                                  labels)
+    with pytest.raises(ValueError, match="HxW uint8 ground-truth mask"):
+        label_to_fields(labels.astype(np.int64))
     with pytest.raises(RejectedImage, match="expected mono8"):
         label_from_image(rosbags_image(6, 5, "rgb8", 15, RGB.tobytes()))
 
