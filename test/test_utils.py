@@ -10,6 +10,7 @@ from PIL import Image
 
 from mgcda_core.utils.atomic import atomic_write_json, atomic_write_text, atomic_write_with
 from mgcda_core.utils.cli import parse_size
+from mgcda_core.utils.flops import call_flops, count_flops
 from mgcda_core.utils.images import read_label, read_rgb, resize_nearest, to_rgb, write_png
 
 
@@ -79,3 +80,14 @@ def test_resize_nearest_keeps_label_values_and_skips_same_size():
     assert resize_nearest(label, (2, 2)) is label
     rgb = np.random.default_rng(1).integers(0, 256, (4, 8, 3), dtype=np.uint8)
     assert np.array_equal(resize_nearest(rgb, (2, 4)), rgb[1::2, 1::2])  # PIL samples pixel centres
+
+
+def test_call_flops_counts_whatever_the_call_runs() -> None:
+    import torch
+
+    layer = torch.nn.Linear(16, 8)
+    x = torch.randn(4, 16)
+    forward = count_flops(layer, x)
+    assert forward == 2 * 4 * 16 * 8  # one multiply-add per weight and sample, counted as 2
+    # forward + the weight gradient (the input needs none): twice the forward's matrix products
+    assert call_flops(lambda: layer(x).sum().backward()) == 2 * forward

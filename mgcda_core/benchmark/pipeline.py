@@ -21,7 +21,7 @@ from mgcda_core.pipeline.calibration import DEFAULT_CALIBRATION
 from mgcda_core.pipeline.detector import to_network_input
 from mgcda_core.pipeline.resynthesis import one_hot
 from mgcda_core.pipeline.stages import InferenceStages, imagenet_normalise
-from mgcda_core.utils.flops import count_flops
+from mgcda_core.utils.flops import call_flops, count_flops
 
 CAMERA = (720, 1280)
 
@@ -46,17 +46,6 @@ def matmul_peak(repeats: int, n: int = 1024) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     ms = median_ms(lambda: torch.mm(a, b), repeats)
     return 2.0 * n ** 3 / (ms / 1000.0)
-
-
-class _Call(torch.nn.Module):
-    """Wraps a callable so ``count_flops`` can run it."""
-
-    def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.fn(*inputs)
 
 
 def run(quick: bool) -> list[dict]:
@@ -89,15 +78,14 @@ def run(quick: bool) -> list[dict]:
             row("pre-processing", size, median_ms(lambda: to_network_input(frame, size), repeats), None)
             row("segmentation", size, median_ms(lambda: stages.segmentation(image), repeats),
                 count_flops(stages.segmentation, image))
-            resynthesis = _Call(lambda s, x: stages.resynthesis(s, x))
-            row("resynthesis", size, median_ms(lambda: resynthesis(semantic, image), repeats),
-                count_flops(resynthesis, semantic, image))
+            row("resynthesis", size, median_ms(lambda: stages.resynthesis(semantic, image), repeats),
+                call_flops(lambda: stages.resynthesis(semantic, image)))
             row("uncertainty", size, median_ms(lambda: stages.uncertainty(probs, normalised, syn_normalised), repeats),
                 count_flops(stages.uncertainty, probs, normalised, syn_normalised))
             for encoder, net in dissim_nets.items():
                 inputs = (normalised, syn_normalised, onehot, prior)
                 row(f"dissimilarity ({encoder})", size, median_ms(lambda: net(*inputs), repeats),
-                    count_flops(_Call(lambda *x: net(*x).logits), *inputs))
+                    call_flops(lambda: net(*inputs).logits))
             score = (-logits.amax(1, keepdim=True)).numpy()
 
             def post() -> np.ndarray:

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from mgcda_core.constants import NUM_CLASSES
 from mgcda_core.losses.cacl import contrastive_loss, sample_pixels
@@ -27,6 +26,7 @@ from mgcda_core.model.projector import ContrastProjector
 from mgcda_core.training.config import CaclConfig, DataConfig, MdatConfig, ModelConfig, TrainConfig, TrainLoopConfig
 from mgcda_core.training.distributed import DistContext, resolve_device
 from mgcda_core.training.step import TrainStep
+from mgcda_core.utils.flops import call_flops
 
 PER_DOMAIN = 4
 CACL_ALONE = "CACL sampling+loss alone"
@@ -76,13 +76,6 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], warmup: int, repea
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def step_flops(fn: Callable[[], object]) -> int:
-    """FLOPs of one call, forward and backward (PyTorch's FlopCounterMode; independent of machine load)."""
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
-
-
 def _config(width: float, size: tuple[int, int], do_base: int, mdat: MdatConfig, cacl: CaclConfig) -> TrainConfig:
     return TrainConfig(model=ModelConfig(width=width, pretrained=False),
                        data=DataConfig(input_size=size),
@@ -119,9 +112,9 @@ def run(quick: bool) -> list[dict]:
         contrastive_loss(projector(features), sample, 0.1).backward()
 
     fns: dict[str, Callable[[], object]] = {name: (lambda s=s: s(batch, 0)) for name, s in steps.items()}
-    flops = {name: step_flops(fn) for name, fn in fns.items()}
+    flops = {name: call_flops(fn) for name, fn in fns.items()}
     fns[CACL_ALONE] = cacl_only
-    flops[CACL_ALONE] = step_flops(cacl_only)
+    flops[CACL_ALONE] = call_flops(cacl_only)
     times = interleaved_medians(fns, warmup, repeats, device)
 
     base, full, mdat_only = times["baseline"], times[FULL], times["+MDAT"]
