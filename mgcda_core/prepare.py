@@ -1,14 +1,20 @@
-"""Build MGCDA's two training domains in Synboost's layout (SPEC §4):
+"""Build MGCDA's two training domains in Synboost's layout (docs/DATA.md), from the official datasets or from real
+data in the train_real format:
 
-``python -m mgcda_core.prepare --cityscapes ROOT --coco ROOT --out DIR [--split train] [--size 256x512]
-[--batch-size N] [--seed S] [--limit N]``
+``python -m mgcda_core.prepare --cityscapes ROOT --coco ROOT --out DIR [--split train] [--size 256x512] ...``
+``python -m mgcda_core.prepare --train-real ROOT --out DIR [--variants 2] ...``
 
-For each domain (``DIR/voidclass`` from Cityscapes void objects, ``DIR/anomalymix`` from pasted COCO objects) every
-frame is resized to the network size (nearest neighbour, as Synboost does for images and labels), run through
-``InferenceStages`` in batches, and written as ``original/ synthesis/ semantic/ labels/ entropy/ logit_distance/
-mae_features/`` PNGs with the same file name ``<frame name>.png``. Each file is written atomically; a frame whose
-seven files all exist is skipped, so an interrupted run resumes where it stopped. ``DIR/summary.json`` holds the
-counts and anomaly-pixel ratios per domain.
+Official datasets: ``DIR/voidclass`` from Cityscapes void objects, ``DIR/anomalymix`` from pasted COCO objects.
+Real data (``ROOT`` holds ``cityscapes_pix2pix/``, ``camvid/`` and ``objects/``, see docs/DATA.md):
+``DIR/voidclass`` (Cityscapes train, VoidClass rule), ``DIR/anomalymix`` (Cityscapes and CamVid train frames with
+real object cut-outs pasted, ``--variants`` versions each) and ``DIR/val_anomalymix`` (Cityscapes val with pasted
+objects whose identities training never sees: the validation set for choosing checkpoints and scores).
+
+Every frame is resized to the network size (nearest neighbour for the official datasets, as Synboost does), run
+through ``InferenceStages`` in batches, and written as ``original/ synthesis/ semantic/ labels/ entropy/
+logit_distance/ mae_features/`` PNGs with the same file name ``<frame name>.png``. Each file is written
+atomically; a frame whose seven files all exist is skipped, so an interrupted run resumes where it stopped.
+``DIR/summary.json`` holds the counts and anomaly-pixel ratios per domain.
 """
 
 from __future__ import annotations
@@ -27,7 +33,17 @@ from tqdm import tqdm
 
 from mgcda_core.constants import DEFAULT_INPUT_SIZE, IGNORE_INDEX
 from mgcda_core.data.anomalymix import AnomalyMix, AnomalyMixConfig
-from mgcda_core.data.cityscapes import CityscapesFrame, LabelledFrame
+from mgcda_core.data.camvid import CamVid
+from mgcda_core.data.cityscapes import LabelledFrame
+from mgcda_core.data.cityscapes_pix2pix import CityscapesPix2Pix
+from mgcda_core.data.objects import coco_yolo_objects, figure_ground_objects, mask_folder_objects, split_identities
+from mgcda_core.data.real_domains import (
+    CamVidBackgrounds,
+    PasteConfig,
+    Pix2PixBackgrounds,
+    RealAnomalyMix,
+    RealVoidClass,
+)
 from mgcda_core.data.layout import LABEL_FOLDER, LAYOUT_FOLDERS, PRIOR_FOLDERS, SEMANTIC_FOLDER
 from mgcda_core.data.voidclass import VoidClass, VoidClassConfig
 from mgcda_core.pipeline.stages import InferenceStages, StageOutputs
@@ -36,18 +52,26 @@ from mgcda_core.utils.cli import parse_size
 from mgcda_core.utils.images import read_label, resize_nearest, write_png
 
 DOMAINS = ("voidclass", "anomalymix")  # also the folder names under --out
+REAL_DOMAINS = (*DOMAINS, "val_anomalymix")  # --train-real adds the validation domain
+HOLD_OUT_EVERY = 5  # --train-real: every 5th object identity per source is kept for validation
+
+
+class NamedFrame(Protocol):
+    @property
+    def name(self) -> str: ...
 
 
 class DomainSource(Protocol):
-    frames: list[CityscapesFrame]
+    @property
+    def frames(self) -> Sequence[NamedFrame]: ...
 
     def __getitem__(self, index: int) -> LabelledFrame: ...
 
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    cityscapes: Path
-    coco: Path
+    cityscapes: Path | None
+    coco: Path | None
     out: Path
     split: str = "train"
     coco_split: str = "train2017"
@@ -59,17 +83,24 @@ class PrepareConfig:
     void_anomaly_classes: tuple[str, ...] = ("dynamic",)
     domains: tuple[str, ...] = DOMAINS
     device: str = "cpu"
+    train_real: Path | None = None             # real-data root instead of --cityscapes/--coco
+    variants: int = 2                          # --train-real: AnomalyMix versions of every background
 
     def __post_init__(self) -> None:
+        if (self.train_real is None) == (self.cityscapes is None or self.coco is None):
+            raise ValueError("give either --train-real or both --cityscapes and --coco")
+        if self.variants < 1:
+            raise ValueError(f"variants must be >= 1, got {self.variants}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1 when given, got {self.limit}")
         if min(self.size) < 8:
             raise ValueError(f"size must be at least 8x8, got {self.size[0]}x{self.size[1]}")
-        unknown = [domain for domain in self.domains if domain not in DOMAINS]
+        known = DOMAINS if self.train_real is None else REAL_DOMAINS
+        unknown = [domain for domain in self.domains if domain not in known]
         if unknown or not self.domains:
-            raise ValueError(f"domains {list(self.domains)}: expected a non-empty subset of {list(DOMAINS)}")
+            raise ValueError(f"domains {list(self.domains)}: expected a non-empty subset of {list(known)}")
 
 
 @dataclass
@@ -143,7 +174,7 @@ def prepare_domain(source: DomainSource, domain_root: Path, stages: torch.nn.Mod
 
 
 # Settings that change the written bytes: a resumed run must use the same ones.
-OUTPUT_SETTINGS = ("split", "coco_split", "size", "seed", "coco_min_size", "void_anomaly_classes")
+OUTPUT_SETTINGS = ("split", "coco_split", "size", "seed", "coco_min_size", "void_anomaly_classes", "variants")
 
 
 def check_resume_settings(config: PrepareConfig) -> None:
@@ -162,11 +193,32 @@ def check_resume_settings(config: PrepareConfig) -> None:
 
 
 def build_source(domain: str, config: PrepareConfig) -> DomainSource:
-    """The VoidClass or AnomalyMix frame source for ``config``."""
+    """The frame source of ``domain`` for ``config``."""
+    if config.train_real is not None:
+        return build_real_source(domain, config.train_real, config)
+    assert config.cityscapes is not None and config.coco is not None  # checked by PrepareConfig
     if domain == "voidclass":
         return VoidClass(config.cityscapes, config.split, VoidClassConfig(config.void_anomaly_classes))
     return AnomalyMix(config.cityscapes, config.coco, config.split, config.coco_split,
                       AnomalyMixConfig(min_size=config.coco_min_size, seed=config.seed))
+
+
+def build_real_source(domain: str, root: Path, config: PrepareConfig) -> DomainSource:
+    """V, A or the validation A from the train_real layout (``mgcda_core.data.real_domains``)."""
+    objects_root = root / "objects"
+    objects = (coco_yolo_objects(objects_root / "coco128_seg") + mask_folder_objects(objects_root / "davis2016")
+               + figure_ground_objects(objects_root / "weizmann_horses"))
+    training_objects, held_out = split_identities(objects, HOLD_OUT_EVERY)
+    cityscapes = root / "cityscapes_pix2pix"
+    if domain == "voidclass":
+        return RealVoidClass(CityscapesPix2Pix(cityscapes, "train", config.size),
+                             VoidClassConfig(config.void_anomaly_classes))
+    if domain == "anomalymix":
+        backgrounds = [Pix2PixBackgrounds(CityscapesPix2Pix(cityscapes, "train", config.size)),
+                       CamVidBackgrounds(CamVid(root / "camvid", "train"), config.size)]
+        return RealAnomalyMix(backgrounds, training_objects, PasteConfig(variants=config.variants, seed=config.seed))
+    return RealAnomalyMix([Pix2PixBackgrounds(CityscapesPix2Pix(cityscapes, "val", config.size))], held_out,
+                          PasteConfig(variants=1, seed=config.seed + 1))
 
 
 def prepare(config: PrepareConfig, stages: torch.nn.Module | None = None) -> dict:
@@ -193,8 +245,12 @@ def prepare(config: PrepareConfig, stages: torch.nn.Module | None = None) -> dic
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mgcda_core.prepare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cityscapes", required=True, type=Path, help="Cityscapes root (leftImg8bit/, gtFine/)")
-    parser.add_argument("--coco", required=True, type=Path, help="COCO root (annotations/, <coco-split>/)")
+    parser.add_argument("--cityscapes", type=Path, help="Cityscapes root (leftImg8bit/, gtFine/)")
+    parser.add_argument("--coco", type=Path, help="COCO root (annotations/, <coco-split>/)")
+    parser.add_argument("--train-real", type=Path,
+                        help="real-data root (cityscapes_pix2pix/, camvid/, objects/) instead of --cityscapes/--coco")
+    parser.add_argument("--variants", type=int, default=2,
+                        help="--train-real: AnomalyMix versions of every background (default 2)")
     parser.add_argument("--out", required=True, type=Path, help="output folder (one sub-folder per domain)")
     parser.add_argument("--split", default="train", help="Cityscapes split (default train)")
     parser.add_argument("--coco-split", default="train2017", help="COCO split (default train2017)")
@@ -205,12 +261,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--coco-min-size", type=int, default=480, help="minimum COCO image side (PEBAL: 480)")
     parser.add_argument("--void-anomaly-classes", nargs="+", default=["dynamic"],
                         help="Cityscapes void classes labelled anomalous in VoidClass (Synboost: dynamic)")
-    parser.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=DOMAINS)
+    parser.add_argument("--domains", nargs="+", choices=REAL_DOMAINS,
+                        help=f"domains to build (default {' '.join(DOMAINS)}; with --train-real also val_anomalymix)")
     parser.add_argument("--device", default="cpu", help="torch device for the inference stages")
     args = parser.parse_args(argv)
     config = PrepareConfig(args.cityscapes, args.coco, args.out, args.split, args.coco_split, args.size,
                            args.batch_size, args.seed, args.limit, args.coco_min_size,
-                           tuple(args.void_anomaly_classes), tuple(args.domains), args.device)
+                           tuple(args.void_anomaly_classes),
+                           tuple(args.domains or (REAL_DOMAINS if args.train_real else DOMAINS)), args.device,
+                           args.train_real, args.variants)
     result = prepare(config)
     for domain, summary in result["domains"].items():
         print(f"{domain}: {summary['frames']} frames ({summary['written']} written, {summary['skipped']} already "

@@ -33,7 +33,8 @@ def test_round_trip_gives_identical_outputs(tmp_path: Path, encoder: str) -> Non
     payload = read_checkpoint(path)
     assert payload["format"] == "mgcda" and payload["version"] == 1 and payload["step"] == 7
     assert payload["architecture"] == {"encoder": encoder, "width": 0.125, "num_classes": 19,
-                                       "use_prior": True, "use_correlation": False}
+                                       "use_prior": True, "use_correlation": False, "decoder_width": 0.125,
+                                       "first_level": 0, "freeze_encoder": False}
 
 
 def test_reserved_keys_and_other_modules_are_refused(tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ FORMAT = "mgcda"
 VERSION = 1
 RESERVED_KEYS = ("format", "version", "architecture", "model")
 ARCHITECTURE_KEYS = ("encoder", "width", "num_classes", "use_prior", "use_correlation")
+# Keys added later, with the value that reproduces a checkpoint written before them.
+OPTIONAL_ARCHITECTURE_KEYS = {"decoder_width": None, "first_level": 0, "freeze_encoder": False}
 _LISTED = 5  # how many differing keys an error message names
 
 
@@ -50,9 +52,13 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     if payload.get("version") != VERSION:
         raise ValueError(f"{path} has checkpoint version {payload.get('version')!r}, this code reads {VERSION}")
     architecture = payload.get("architecture")
-    if not isinstance(architecture, dict) or sorted(architecture) != sorted(ARCHITECTURE_KEYS):
-        raise ValueError(f"{path}: 'architecture' must be a dict with keys {list(ARCHITECTURE_KEYS)}, "
-                         f"got {architecture!r}")
+    if (not isinstance(architecture, dict) or not set(ARCHITECTURE_KEYS) <= set(architecture)
+            or not set(architecture) <= {*ARCHITECTURE_KEYS, *OPTIONAL_ARCHITECTURE_KEYS}):
+        raise ValueError(f"{path}: 'architecture' must be a dict with keys {list(ARCHITECTURE_KEYS)} and optionally "
+                         f"{list(OPTIONAL_ARCHITECTURE_KEYS)}, got {architecture!r}")
+    payload["architecture"] = {**OPTIONAL_ARCHITECTURE_KEYS, **architecture}
+    if payload["architecture"]["decoder_width"] is None:
+        payload["architecture"]["decoder_width"] = architecture["width"]
     if not isinstance(payload.get("model"), dict):
         raise ValueError(f"{path}: 'model' must be a state dict, got {type(payload.get('model')).__name__}")
     return payload

@@ -12,6 +12,30 @@ from mgcda_core.pipeline.stages import InferenceStages, imagenet_normalise
 OUTPUTS = ("score", "logits", "uncertainty", "synthesis")
 
 
+def encoder_shared(dissimilarity: nn.Module, stages: InferenceStages) -> bool:
+    """Whether ``dissimilarity``'s image encoder is frozen and computes exactly the first levels of the
+    perceptual extractor's pyramid, so that the graph can run the backbone once for both.
+
+    Checked on a probe input rather than by name: a frozen encoder whose weights differ from the extractor's
+    (another checkpoint, another width) is simply not shared.
+    """
+    if not getattr(dissimilarity, "freeze_encoder", False):
+        return False
+    encoder = dissimilarity.encoder
+    probe = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    device = next(encoder.parameters()).device
+    with torch.no_grad():
+        ours = encoder(probe.to(device))
+        try:
+            theirs = stages.uncertainty.extractor.features(probe.to(device))
+        except ValueError:  # the extractor cannot take the probe size
+            return False
+    if len(theirs) < len(ours):
+        return False
+    # same weights and the same operations: equal up to the few ulps that another kernel order may give
+    return all(a.shape == b.shape and torch.allclose(a, b, rtol=1e-5, atol=1e-5) for a, b in zip(ours, theirs))
+
+
 class InferenceGraph(nn.Module):
     """``forward(image)``: float32 N x 3 x H x W RGB in [0, 1] → float32 N x 1 x H x W raw score (higher = more
     anomalous), or with ``output`` = "logits" (N x 19), "uncertainty" (N x 3), "synthesis" (N x 3) that prefix.
@@ -37,6 +61,7 @@ class InferenceGraph(nn.Module):
         self.score = score
         self.output = output
         self.dissimilarity = dissimilarity
+        self.share_features = dissimilarity is not None and encoder_shared(dissimilarity, stages)
         if sml_mean is not None and sml_std is not None:
             self.register_buffer("sml_mean", sml_mean.float().reshape(-1))
             self.register_buffer("sml_std", sml_std.float().reshape(-1))
@@ -54,8 +79,15 @@ class InferenceGraph(nn.Module):
             return out.uncertainty
         if self.output == "synthesis":
             return out.synthesis
-        dissim = self.dissimilarity(imagenet_normalise(image), imagenet_normalise(out.synthesis),
-                                    one_hot(out.semantic, out.logits.shape[1]), out.uncertainty)
+        semantic = one_hot(out.semantic, out.logits.shape[1])
+        if self.share_features:  # the frozen encoder is the perceptual extractor: reuse its pyramid
+            n = image.shape[0]
+            levels = out.features[: len(self.dissimilarity.encoder.out_channels)]
+            dissim = self.dissimilarity.decode([f[:n] for f in levels], [f[n:] for f in levels], semantic,
+                                               out.uncertainty)
+        else:
+            dissim = self.dissimilarity(imagenet_normalise(image), imagenet_normalise(out.synthesis), semantic,
+                                        out.uncertainty)
         prob = scores.dissimilarity(dissim.logits)
         if self.score == "ensemble":
             prob = scores.ensemble(prob, out.uncertainty[:, 0])

@@ -11,6 +11,7 @@ from mgcda_core.constants import IMAGENET_MEAN, IMAGENET_STD
 from mgcda_core.model.segmentation import SegmentationNet, load_segmentation
 from mgcda_core.pipeline.perceptual import efficientnet_lite0_features
 from mgcda_core.pipeline.resynthesis import ClassMeanResynthesis
+from mgcda_core.pipeline.scores import softmax_channels
 from mgcda_core.pipeline.uncertainty import FeaturePyramid, UncertaintyMaps
 
 
@@ -19,6 +20,7 @@ class StageOutputs(NamedTuple):
     semantic: torch.Tensor     # N x H x W int64 train ids (argmax)
     synthesis: torch.Tensor    # N x 3 x H x W resynthesised RGB in [0, 1]
     uncertainty: torch.Tensor  # N x 3 x H x W in [0, 1]: entropy, softmax distance, perceptual difference
+    features: list[torch.Tensor]  # the perceptual extractor's pyramid, 2N per level (images, then resyntheses)
 
 
 def imagenet_normalise(rgb: torch.Tensor) -> torch.Tensor:
@@ -56,5 +58,6 @@ class InferenceStages(nn.Module):
         logits = self.segmentation(image)
         semantic = logits.argmax(1)
         synthesis = self.resynthesis(semantic, image)
-        uncertainty = self.uncertainty(torch.softmax(logits, 1), imagenet_normalise(image), imagenet_normalise(synthesis))
-        return StageOutputs(logits, semantic, synthesis, uncertainty)
+        features = self.uncertainty.features(imagenet_normalise(image), imagenet_normalise(synthesis))
+        uncertainty = self.uncertainty.from_features(softmax_channels(logits), features)
+        return StageOutputs(logits, semantic, synthesis, uncertainty, features)

@@ -97,9 +97,16 @@ class UncertaintyMaps(nn.Module):
         self.extractor = extractor
 
     def forward(self, probs: torch.Tensor, image_normalised: torch.Tensor, synthesis_normalised: torch.Tensor) -> torch.Tensor:
+        return self.from_features(probs, self.features(image_normalised, synthesis_normalised))
+
+    def features(self, image_normalised: torch.Tensor, synthesis_normalised: torch.Tensor) -> list[torch.Tensor]:
+        """The extractor's pyramid of image and resynthesis in one batched pass (2N x C x h x w per level: the
+        image's first, then the resynthesis')."""
+        return self.extractor.features(torch.cat([image_normalised, synthesis_normalised], 0))
+
+    def from_features(self, probs: torch.Tensor, both: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The three maps from the softmax and ``features``' output."""
         size = probs.shape[-2:]  # kept symbolic (no int()) so a dynamic-shape ONNX export follows the input
-        # one batched pass for both images: same weights, half the calls
-        both = self.extractor.features(torch.cat([image_normalised, synthesis_normalised], 0))
         n = probs.shape[0]
         perceptual = perceptual_difference([f[:n] for f in both], [f[n:] for f in both], self.extractor.weights, size)
         return torch.stack([normalise_entropy(entropy(probs)),

@@ -39,9 +39,16 @@ class ModelConfig:
     pretrained: bool = True  # ImageNet weights through torchvision; an unloadable weight is an error
     use_prior: bool = True
     use_correlation: bool = True
+    decoder_width: float | None = None  # layers outside the image encoder; null: same as width
+    first_level: int = 0                # finest encoder levels the decoder skips (real-time: 1)
+    freeze_encoder: bool = False        # keep the ImageNet encoder fixed, shared with the perceptual difference
 
     def __post_init__(self) -> None:
         _positive("width", self.width)
+        if self.decoder_width is not None:
+            _positive("decoder_width", self.decoder_width)
+        if self.freeze_encoder and not self.pretrained:
+            raise ValueError("freeze_encoder: true needs pretrained: true (a frozen random encoder learns nothing)")
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,9 @@ def build_model(config: TrainConfig) -> DissimNetPrior:
     m = config.model
     try:
         return DissimNetPrior(encoder=m.encoder, width=m.width, pretrained=m.pretrained,
-                              use_prior=m.use_prior, use_correlation=m.use_correlation)
+                              use_prior=m.use_prior, use_correlation=m.use_correlation,
+                              decoder_width=m.decoder_width, first_level=m.first_level,
+                              freeze_encoder=m.freeze_encoder)
     except ValueError as error:  # unknown encoder, width too small
         raise ConfigError(f"model: {error}") from error
     except RuntimeError as error:
@@ -115,7 +117,7 @@ class TrainStep:
             self.network = self.model
 
         o = config.optim
-        self.network_parameters = (list(self.model.parameters())
+        self.network_parameters = ([p for p in self.model.parameters() if p.requires_grad]
                                    + (list(self.projector.parameters()) if self.projector else []))
         self.optimizer = torch.optim.Adam(self.network_parameters, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
         self.scheduler = _poly(self.optimizer, total_steps, o.poly_power)
