@@ -115,11 +115,8 @@ def road_anomaly(root: str | os.PathLike[str]) -> EvalSet:
     return EvalSet("road_anomaly", root, frames, {0: 0, 2: 1})
 
 
-def _fishyscapes(root: str | os.PathLike[str], split: str) -> EvalSet:
-    root = Path(root)
-    if (root / split).is_dir() and not (root / "original").is_dir():
-        root = root / split
-    name = f"Fishyscapes {split}"
+def _original_labels(root: Path, name: str, set_name: str) -> EvalSet:
+    """Frames of an ``original/`` + ``labels/`` folder pair (labels 0, 1, 255), in label-name order."""
     layout = "original/<name>.png and labels/<name>.png (labels 0, 1, 255)"
     _expect((root / "original").is_dir() and (root / "labels").is_dir(), root, name, layout)
     frames = []
@@ -129,7 +126,20 @@ def _fishyscapes(root: str | os.PathLike[str], split: str) -> EvalSet:
             raise EvalLayoutError(f"{label_path} has no image original/{label_path.stem}.{{png,jpg,webp}}; expected {layout}")
         frames.append(EvalFrame(label_path.stem, image_path, label_path))
     _expect(bool(frames), root, name, layout + " (no label file found)")
-    return EvalSet(f"fs_{split.lower()}", root, frames, {0: 0, 1: 1, 255: 255})
+    return EvalSet(set_name, root, frames, {0: 0, 1: 1, 255: 255})
+
+
+def _fishyscapes(root: str | os.PathLike[str], split: str) -> EvalSet:
+    root = Path(root)
+    if (root / split).is_dir() and not (root / "original").is_dir():
+        root = root / split
+    return _original_labels(root, f"Fishyscapes {split}", f"fs_{split.lower()}")
+
+
+def training_layout(root: str | os.PathLike[str]) -> EvalSet:
+    """A domain of the training layout (``python -m mgcda_core.prepare``), e.g. the validation AnomalyMix built
+    with ``--train-real``: its ``original/`` images against its ``labels/``."""
+    return _original_labels(Path(root), "training layout", "layout")
 
 
 def fishyscapes_lost_and_found(root: str | os.PathLike[str]) -> EvalSet:
@@ -174,6 +184,7 @@ EVAL_SETS: dict[str, Callable[[str | os.PathLike[str]], EvalSet]] = {
     "fs_static": fishyscapes_static,
     "smiyc_anomaly": smiyc_road_anomaly,
     "smiyc_obstacle": smiyc_road_obstacle,
+    "layout": training_layout,
 }
 
 
