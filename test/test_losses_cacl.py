@@ -224,7 +224,7 @@ def reference_eq3(embeddings: torch.Tensor, sample: PixelSample, alpha: float) -
                 positive = math.exp(dot(a, p) / alpha)
                 total += -math.log(positive / (positive + negative_sum))
         domain_terms.append(total / (len(anchors) * len(positives)))
-    return sum(domain_terms) / len(domain_terms)
+    return sum(domain_terms)  # eq. 3 sums the domain terms
 
 
 def _tiny_embeddings(seed: int = 0) -> torch.Tensor:
@@ -253,7 +253,7 @@ def test_eq3_matches_double_loop(alpha: float, per_domain_positives: bool) -> No
     assert loss.item() == pytest.approx(reference_eq3(embeddings, sample, alpha), rel=1e-4)
 
 
-def test_eq3_averages_only_domains_with_anchors_and_handles_no_negatives() -> None:
+def test_eq3_sums_only_domains_with_anchors_and_handles_no_negatives() -> None:
     embeddings = _tiny_embeddings(1)
     only_v = HAND_SAMPLE._replace(anchors=[HAND_SAMPLE.anchors[0], _index()])
     assert contrastive_loss(embeddings, only_v).item() == pytest.approx(reference_eq3(embeddings, only_v, 0.1), rel=1e-6)

@@ -233,8 +233,10 @@ def _count_table(taken: Tensor, domain: Tensor, n_anchor: int) -> dict[str, int]
 def contrastive_loss(embeddings: Tensor, sample: PixelSample, temperature: float = 0.1) -> Tensor:
     """MGCDA eq. 3 in log (InfoNCE) form over the sampled pixels.
 
-    L = mean over domains d with anchors and positives of
+    L = sum over the domains d (V and A) of
         mean_{a in S_d^a, p in S^p} -log( e^{a·p/α} / (e^{a·p/α} + Σ_{n in S_d^n} e^{a·n/α}) )
+    as eq. 3 writes it (a sum over domains, not their mean: averaging would halve λ_c); a domain without anchors
+    or positives contributes 0.
     with S^p all positives (cacl, cpcl) or those of domain d (pcl). Computed as softplus(LSE_n(a·n/α) − a·p/α),
     which is the same quantity without overflow.
 
@@ -264,7 +266,7 @@ def contrastive_loss(embeddings: Tensor, sample: PixelSample, temperature: float
         terms = _domain_terms(embeddings, sample, temperature)
     if not terms:
         return embeddings.sum() * 0.0
-    return torch.stack(terms).mean()
+    return torch.stack(terms).sum()
 
 
 def _domain_terms(embeddings: Tensor, sample: PixelSample, temperature: float) -> list[Tensor]:
