@@ -42,12 +42,16 @@ class Conv2dSame(nn.Conv2d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  groups: int = 1, bias: bool = False) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding=0, groups=groups, bias=bias)
         total = max(kernel_size - stride, 0)
-        self.same_pad = (total // 2, total - total // 2, total // 2, total - total // 2)
+        symmetric = total % 2 == 0
+        # Symmetric padding is the convolution's own (no separate Pad op: ONNX Runtime does not fuse one into
+        # the following convolution); only the odd case needs the explicit extra right/bottom pixel.
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding=total // 2 if symmetric else 0,
+                         groups=groups, bias=bias)
+        self.same_pad = None if symmetric else (total // 2, total - total // 2, total // 2, total - total // 2)
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(F.pad(x, self.same_pad))
+        return super().forward(x if self.same_pad is None else F.pad(x, self.same_pad))
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
