@@ -85,10 +85,13 @@ class PrepareConfig:
     device: str = "cpu"
     train_real: Path | None = None             # real-data root instead of --cityscapes/--coco
     variants: int = 2                          # --train-real: AnomalyMix versions of every background
+    shard: tuple[int, int] = (1, 1)            # (k, n): compute only frames i with i % n == k - 1
 
     def __post_init__(self) -> None:
         if (self.train_real is None) == (self.cityscapes is None or self.coco is None):
             raise ValueError("give either --train-real or both --cityscapes and --coco")
+        if not 1 <= self.shard[0] <= self.shard[1]:
+            raise ValueError(f"shard must be K/N with 1 <= K <= N, got {self.shard[0]}/{self.shard[1]}")
         if self.variants < 1:
             raise ValueError(f"variants must be >= 1, got {self.variants}")
         if self.batch_size < 1:
@@ -114,6 +117,7 @@ class DomainSummary:
     ignore_pixels: int = 0   # label 255
     anomaly_ratio: float = 0.0  # anomaly / (anomaly + normal): the share of valid pixels that are anomalous
     frames_with_anomaly: int = 0
+    unfinished: int = 0      # frames of the selection not written yet (other shards', or an interrupted run's)
 
 
 def frame_files(domain_root: Path, name: str) -> list[Path]:
@@ -146,10 +150,12 @@ def prepare_domain(source: DomainSource, domain_root: Path, stages: torch.nn.Mod
                    desc: str) -> DomainSummary:
     """Compute and write every unfinished frame of ``source`` (up to ``config.limit``), then summarise."""
     frames = source.frames[: config.limit]
-    todo = [index for index, frame in enumerate(frames) if not frame_done(domain_root, frame.name)]
-    summary = DomainSummary(str(domain_root), frames=len(frames), skipped=len(frames) - len(todo))
+    shard, shards = config.shard
+    selected = [index for index in range(len(frames)) if index % shards == shard - 1]
+    todo = [index for index in selected if not frame_done(domain_root, frames[index].name)]
+    summary = DomainSummary(str(domain_root), frames=len(frames), skipped=len(selected) - len(todo))
     device = torch.device(config.device)
-    with tqdm(total=len(frames), initial=summary.skipped, desc=desc, unit="frame", file=sys.stderr) as progress:
+    with tqdm(total=len(selected), initial=summary.skipped, desc=desc, unit="frame", file=sys.stderr) as progress:
         for start in range(0, len(todo), config.batch_size):
             batch = [source[index] for index in todo[start:start + config.batch_size]]
             images = [resize_nearest(frame.image, config.size) for frame in batch]
@@ -161,7 +167,10 @@ def prepare_domain(source: DomainSource, domain_root: Path, stages: torch.nn.Mod
                 write_frame(domain_root, frame.name, images[index], labels[index], outputs, index)
             summary.written += len(batch)
             progress.update(len(batch))
-    for frame in frames:  # statistics over the whole selection, resumed frames included
+    for frame in frames:  # statistics over every finished frame of the selection, resumed ones included
+        if not frame_done(domain_root, frame.name):
+            summary.unfinished += 1
+            continue
         label = read_label(domain_root / LABEL_FOLDER / f"{frame.name}.png")
         anomaly = int(np.count_nonzero(label == 1))
         summary.anomaly_pixels += anomaly
@@ -243,6 +252,15 @@ def prepare(config: PrepareConfig, stages: torch.nn.Module | None = None) -> dic
 
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` → (K, N)."""
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N (e.g. 1/2), got {text!r}") from None
+    return k, n
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mgcda_core.prepare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cityscapes", type=Path, help="Cityscapes root (leftImg8bit/, gtFine/)")
@@ -264,16 +282,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--domains", nargs="+", choices=REAL_DOMAINS,
                         help=f"domains to build (default {' '.join(DOMAINS)}; with --train-real also val_anomalymix)")
     parser.add_argument("--device", default="cpu", help="torch device for the inference stages")
+    parser.add_argument("--shard", type=parse_shard, default=(1, 1), metavar="K/N",
+                        help="compute only every N-th frame starting at the K-th, so N processes can share the "
+                             "work (each frame is written atomically; the summary counts only finished frames)")
     args = parser.parse_args(argv)
     config = PrepareConfig(args.cityscapes, args.coco, args.out, args.split, args.coco_split, args.size,
                            args.batch_size, args.seed, args.limit, args.coco_min_size,
                            tuple(args.void_anomaly_classes),
                            tuple(args.domains or (REAL_DOMAINS if args.train_real else DOMAINS)), args.device,
-                           args.train_real, args.variants)
+                           args.train_real, args.variants, args.shard)
     result = prepare(config)
     for domain, summary in result["domains"].items():
+        unfinished = f", {summary['unfinished']} not finished" if summary["unfinished"] else ""
         print(f"{domain}: {summary['frames']} frames ({summary['written']} written, {summary['skipped']} already "
-              f"done), {summary['frames_with_anomaly']} with anomalies, anomaly pixels {summary['anomaly_ratio']:.4%} "
+              f"done{unfinished}), {summary['frames_with_anomaly']} with anomalies, anomaly pixels {summary['anomaly_ratio']:.4%} "
               f"of valid, ignored {summary['ignore_pixels']} px -> {summary['root']}")
     print(f"summary: {config.out / 'summary.json'}")
     return 0

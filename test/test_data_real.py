@@ -226,3 +226,19 @@ def test_prepare_train_real_writes_three_domains(train_real: Path, tmp_path: Pat
     assert label.shape == (64, 128) and (label == 1).any()
     with pytest.raises(ValueError, match="either --train-real or both --cityscapes and --coco"):
         PrepareConfig(None, None, tmp_path, train_real=None)
+
+
+def test_prepare_shards_split_the_frames(train_real: Path, tmp_path: Path) -> None:
+    from mgcda_core.prepare import PrepareConfig, prepare
+
+    config = PrepareConfig(None, None, tmp_path, size=(64, 128), limit=3, domains=("val_anomalymix",),
+                           train_real=train_real, variants=1, shard=(2, 2))
+    first = prepare(config)["domains"]["val_anomalymix"]
+    assert (first["written"], first["unfinished"]) == (1, 2)  # frame 1 of 0, 1, 2
+    assert list_layout(tmp_path / "val_anomalymix") == ["cityscapes_val_2_mix0.png"]
+    from dataclasses import replace
+
+    rest = prepare(replace(config, shard=(1, 1)))["domains"]["val_anomalymix"]
+    assert (rest["written"], rest["skipped"], rest["unfinished"]) == (2, 1, 0)
+    with pytest.raises(ValueError, match="shard must be K/N"):
+        replace(config, shard=(3, 2))

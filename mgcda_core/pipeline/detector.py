@@ -10,13 +10,16 @@ import numpy as np
 
 from mgcda_core.constants import DEFAULT_INPUT_SIZE
 from mgcda_core.model.segmentation import DEFAULT_WEIGHTS
+from mgcda_core.model.shipped import SHIPPED_DISSIMILARITY, SHIPPED_SCORE, shipped_checkpoint
 from mgcda_core.pipeline.calibration import DEFAULT_CALIBRATION, Calibration
 from mgcda_core.pipeline.graph import InferenceGraph
-from mgcda_core.pipeline.scores import SCORES
+from mgcda_core.pipeline.scores import SCORES, TRAINING_FREE
 from mgcda_core.pipeline.sml import default_stats_path, load_stats
 from mgcda_core.pipeline.stages import InferenceStages
 from mgcda_core.runtime.base import Runtime
 from mgcda_core.utils.images import to_rgb
+
+TRAINED = tuple(score for score in SCORES if score not in TRAINING_FREE)  # dissimilarity, ensemble
 
 # ESPNetv2 needs multiples of 16, EfficientNet-Lite0's 5 perceptual levels multiples of 32.
 SIZE_MULTIPLE = 32
@@ -39,9 +42,10 @@ def to_network_input(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255.0)
 
 
-def build_graph(score: str = "max_logit", checkpoint: str | os.PathLike[str] | None = None,
+def build_graph(score: str = SHIPPED_SCORE, checkpoint: str | os.PathLike[str] | None = None,
                 sml_stats: str | os.PathLike[str] | None = None, output: str = "score") -> InferenceGraph:
-    """The inference graph on the embedded defaults, plus the trained dissimilarity network in ``checkpoint``.
+    """The inference graph on the embedded defaults, plus the trained dissimilarity network in ``checkpoint``
+    (for ``dissimilarity``/``ensemble`` without a checkpoint: the network shipped in the package).
 
     For ``score="sml"`` the statistics come from ``sml_stats`` or, by default, beside the embedded
     segmentation weights (``default_stats_path``).
@@ -49,6 +53,8 @@ def build_graph(score: str = "max_logit", checkpoint: str | os.PathLike[str] | N
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; expected one of {SCORES}")
     dissimilarity = None
+    if checkpoint is None and score in TRAINED and output == "score":
+        checkpoint = shipped_checkpoint()
     if checkpoint is not None:
         from mgcda_core.model.checkpoint import load_model
 
@@ -89,11 +95,13 @@ class Detector:
         return cls(TorchRuntime(graph, device), score, input_size, calibration, info)
 
     @classmethod
-    def default(cls, score: str = "max_logit", input_size: tuple[int, int] = DEFAULT_INPUT_SIZE, device: str = "cpu",
+    def default(cls, score: str = SHIPPED_SCORE, input_size: tuple[int, int] = DEFAULT_INPUT_SIZE, device: str = "cpu",
                 sml_stats: str | os.PathLike[str] | None = None, calibration: Calibration | None = None) -> Detector:
-        """Embedded weights only (nothing downloads): a training-free ``score`` on the embedded ESPNetv2."""
+        """Embedded weights only (nothing downloads): the shipped MGCDA network's ``score`` (``dissimilarity`` or
+        ``ensemble``, the default), or a training-free ``score`` on the embedded ESPNetv2."""
         graph = build_graph(score, None, sml_stats)
-        return cls._torch(graph, score, input_size, device, calibration, {"dissimilarity": None})
+        trained = SHIPPED_DISSIMILARITY.name if score in TRAINED else None
+        return cls._torch(graph, score, input_size, device, calibration, {"dissimilarity": trained})
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], score: str = "dissimilarity",
