@@ -47,7 +47,12 @@ def parameter_report(model: onnx.ModelProto, graph: torch.nn.Module) -> dict[str
     if dissimilarity is not None and "dissimilarity" in exported:
         from mgcda_core.model.dissimilarity import DissimNetPrior
 
-        baseline = count_parameters(DissimNetPrior(**dissimilarity.architecture, pretrained=False))
+        network = DissimNetPrior(**dissimilarity.architecture, pretrained=False)
+        baseline = count_parameters(network)
+        if getattr(graph, "share_features", False):
+            # a frozen encoder shared with the perceptual difference is exported once, as the extractor's weights
+            baseline -= count_parameters(network.encoder)
+            report["shared_encoder_parameters"] = count_parameters(network.encoder)
         report["baseline_dissimnet_parameters"] = baseline
         if exported["dissimilarity"] != baseline:
             raise ValueError(f"exported dissimilarity network has {exported['dissimilarity']} parameters, the baseline "
