@@ -16,6 +16,7 @@ Results go to ``<run>/validation.json`` (every pair, and the choice).
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from collections.abc import Sequence
@@ -89,10 +90,20 @@ def choose(rows: Sequence[dict]) -> dict:
 
 
 def validate_run(run: Path, val: Path, input_size: tuple[int, int], batch_size: int = 4) -> dict:
+    """Evaluate every checkpoint of ``run`` not yet in ``<run>/validation.json`` for this validation set, so the
+    command can follow a running training; then choose over all of them."""
     dataset = LayoutDataset(val, input_size)
-    rows = []
+    previous_path = run / "validation.json"
+    rows: list[dict] = []
+    if previous_path.is_file():
+        previous = json.loads(previous_path.read_text(encoding="utf-8"))
+        if previous.get("validation_set") == str(val) and previous.get("num_images") == len(dataset):
+            rows = previous["results"]
+    done = {(row["checkpoint"], row["step"]) for row in rows}
     for path in run_checkpoints(run):
         step = checkpoint_step(path)
+        if (path.name, step) in done:
+            continue
         for name, metrics in evaluate_checkpoint(path, dataset, batch_size).items():
             rows.append({"checkpoint": path.name, "step": step, "score": name, "AP": metrics["AP"],
                          "FPR95": metrics["FPR95"], "AUROC": metrics["AUROC"]})
