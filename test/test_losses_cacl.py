@@ -323,3 +323,24 @@ def test_eq3_stays_float32_inside_autocast() -> None:
         loss = contrastive_loss(embeddings, HAND_SAMPLE, temperature=0.05)
     assert loss.dtype == torch.float32
     assert loss.item() == pytest.approx(reference_eq3(embeddings, HAND_SAMPLE, 0.05), rel=1e-5)
+
+
+def test_projecting_only_the_sampled_pixels_gives_the_same_loss_and_gradients() -> None:
+    from mgcda_core.losses.cacl import gather_sampled
+    from mgcda_core.model.projector import ContrastProjector
+
+    labels, prediction = make_batch(POOLS)
+    for mode in ("cacl", "pcl"):
+        sample = sample_pixels(labels, prediction, DOMAINS, mode=mode, n_anchor=N_ANCHOR,
+                               generator=torch.Generator().manual_seed(5))
+        torch.manual_seed(0)
+        projector = ContrastProjector(in_channels=6, out_channels=8, hidden_channels=5)
+        features = torch.randn(len(POOLS), 6, H, W, generator=torch.Generator().manual_seed(6), requires_grad=True)
+        dense = contrastive_loss(projector(features), sample)
+        dense_grad = torch.autograd.grad(dense, [features, *projector.parameters()])
+        gathered, compact = gather_sampled(features, sample)
+        sparse = contrastive_loss(projector(gathered), compact)
+        sparse_grad = torch.autograd.grad(sparse, [features, *projector.parameters()])
+        torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-6)
+        for a, b in zip(sparse_grad, dense_grad):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from mgcda_core.config_loader import ConfigError
-from mgcda_core.losses.cacl import DOMAIN_NAMES, contrastive_loss, sample_pixels
+from mgcda_core.losses.cacl import DOMAIN_NAMES, contrastive_loss, gather_sampled, sample_pixels
 from mgcda_core.losses.mdat import classifier_accuracy, classifier_loss, generator_adversarial_loss, tau_at
 from mgcda_core.losses.segmentation import weighted_cross_entropy
 from mgcda_core.model.dissimilarity import DissimNetPrior
@@ -170,8 +170,8 @@ class TrainStep:
             if self.projector is not None:
                 sample = sample_pixels(label, logits.detach().argmax(1), domain, mode=config.cacl.mode,
                                        n_anchor=config.cacl.n_anchor, generator=self._cacl_generator(step))
-                embeddings = self.projector(out.decoder_features)
-                terms["cac"] = contrastive_loss(embeddings, sample, config.cacl.temperature)
+                features, compact = gather_sampled(out.decoder_features, sample)
+                terms["cac"] = contrastive_loss(self.projector(features), compact, config.cacl.temperature)
                 scalars.update({f"cacl/{k}": float(v) for k, v in sample.counts.items()
                                 if k.split("/")[1] in ("anchors", "positives", "negatives")})
                 if self.anchor_monitor is not None:
