@@ -227,3 +227,15 @@ def test_summary_on_meta_device_equals_counts_on_a_real_model() -> None:
     assert row.encoder_parameters == count_parameters(model.encoder)
     assert row.flops == count_flops(model, image, synthesis, semantic, prior)
     assert row.encoder_flops == 2 * count_flops(model.encoder, image)
+
+
+def test_frozen_encoder_keeps_its_batchnorm_statistics_in_training() -> None:
+    model = DissimNetPrior("efficientnet_lite0", width=0.25, decoder_width=0.125, first_level=1, freeze_encoder=True)
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    assert not model.encoder.training and model.head.training  # from construction on, not only after .train()
+    x = torch.randn(2, 3, 64, 64)
+    semantic = torch.zeros(2, 19, 64, 64)
+    model.train()(x, x, semantic, torch.rand(2, 3, 64, 64)).logits.sum().backward()
+    assert not model.encoder.training
+    assert all(torch.equal(v, before[k]) for k, v in model.encoder.state_dict().items())
+    assert all(p.grad is None for p in model.encoder.parameters())

@@ -101,8 +101,8 @@ class DissimNetPrior(nn.Module):
         self.first_level = first_level
         self.freeze_encoder = freeze_encoder
         self.encoder = build_encoder(encoder, width=width, pretrained=pretrained)
-        if freeze_encoder:
-            self.encoder.requires_grad_(False)
+        if freeze_encoder:  # weights and BatchNorm statistics stay ImageNet's (a new module is in training mode)
+            self.encoder.requires_grad_(False).eval()
         levels = len(self.encoder.out_channels) - first_level
         self.base_stride = self.encoder.strides[first_level]
         self.input_multiple = self.encoder.strides[-1]
