@@ -84,7 +84,7 @@ class NodeProcess:
     def wait_exit(self, timeout: float) -> int:
         return self.process.wait(timeout=timeout)
 
-    def stop(self, timeout: float = 15.0) -> int:
+    def stop(self, timeout: float = 60.0) -> int:
         """SIGINT (clean shutdown), then SIGKILL if it does not exit in time; returns the exit status."""
         if self.alive():
             self.process.send_signal(signal.SIGINT)
