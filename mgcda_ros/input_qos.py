@@ -42,13 +42,11 @@ class InputSubscription:
         self._subscription: Any = None
         self.reliability = (ReliabilityPolicy.RELIABLE if mode == "reliable" else ReliabilityPolicy.BEST_EFFORT)
         self._subscribe()
+        #: the fully resolved topic (namespace and remappings applied); kept as text, so that other threads
+        #: (diagnostics) never touch a subscription handle that a recheck or deactivate is destroying
+        self.topic_name = str(self._subscription.topic_name)
         self._timer = (node.create_timer(RECHECK_PERIOD_S, self.recheck, callback_group=group)
                        if mode == "auto" else None)
-
-    @property
-    def topic_name(self) -> str:
-        """The fully resolved topic (namespace and remappings applied)."""
-        return str(self._subscription.topic_name)
 
     def publisher_reliabilities(self) -> list[ReliabilityPolicy]:
         return [info.qos_profile.reliability for info in self._node.get_publishers_info_by_topic(self.topic_name)]

@@ -334,9 +334,9 @@ class AnomalyDetection:
 
     # -- diagnostics ----------------------------------------------------------------------------------------------
     def evidence(self, now: float) -> Evidence:
-        p = self.params
+        p, subscription = self.params, self._input  # deactivate may clear _input from another thread
         state = "disabled" if self.state == "running" and not p.enable else self.state
-        return Evidence(state=state, topic=self._input.topic_name if self._input else "",
+        return Evidence(state=state, topic=subscription.topic_name if subscription else "",
                         silent_s=now - self._last_frame, input_timeout_s=p.input_timeout_s,
                         window_s=p.diagnostics_window_s, errors=self._errors.count(now),
                         last_error=self._errors.last_note, stale=self._stale.count(now),
@@ -353,9 +353,10 @@ class AnomalyDetection:
                   "seconds_since_frame": f"{evidence.silent_s:.1f}",
                   "input_rate_hz": f"{evidence.input_rate_hz:.2f}",
                   "processed_rate_hz": f"{evidence.processed_rate_hz:.2f}"}
-        if self._input is not None:
-            values["input_reliability"] = self._input.reliability.name.lower()
-            values["input_publishers"] = str(len(self._input.publisher_reliabilities()))
+        subscription = self._input
+        if subscription is not None:
+            values["input_reliability"] = subscription.reliability.name.lower()
+            values["input_publishers"] = str(len(subscription.publisher_reliabilities()))
         for name, window in (("latency", self._latency_ms), ("model", self._model_ms),
                              ("overhead", self._overhead_ms), ("overhead_cpu", self._overhead_cpu_ms),
                              ("pipeline_age", self._age_ms)):
@@ -372,8 +373,9 @@ class AnomalyDetection:
     def _report_silence(self, evidence: Evidence) -> None:
         """One log line when a silence starts (none while it lasts), again after frames came back and stopped."""
         silent = evidence.state == "running" and evidence.silent_s >= evidence.input_timeout_s
-        if silent and not self._silence_reported and self._input is not None:
-            offered = self._input.publisher_reliabilities()
+        subscription = self._input
+        if silent and not self._silence_reported and subscription is not None:
+            offered = subscription.publisher_reliabilities()
             self.node.get_logger().warning(
                 f"no frame on {evidence.topic} for {evidence.silent_s:.0f} s; {len(offered)} publisher(s) "
                 f"discovered on it" + ("" if offered else ": is the camera running, and is camera_topic (the "

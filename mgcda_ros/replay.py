@@ -151,7 +151,7 @@ def _frame(config: ReplayConfig, detector: Any, writer: BagWriter | None, evalua
     """Score one frame; write its outputs; add it to the metrics when it has a ground-truth mask."""
     p = config.params
     try:
-        rgb = message_to_rgb(msg, p.max_input_pixels)
+        rgb = message_to_rgb(msg, p.max_input_pixels, p.input_bit_depth)
     except RejectedImage as err:
         counts["rejected"] += 1
         tqdm.write(f"replay: frame at stamp {stamp_ns(msg)} rejected: {err}", file=sys.stderr)

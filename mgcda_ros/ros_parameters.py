@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.exceptions import InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -38,10 +39,18 @@ def descriptor(name: str, default: Any, spec: ParameterSpec) -> ParameterDescrip
 
 
 def declare(node: Node) -> dict[str, Any]:
-    """Declare every ``NodeParams`` field on ``node`` (values from the parameters file where given)."""
+    """Declare every ``NodeParams`` field on ``node`` (values from the parameters file where given); a value
+    outside its descriptor's range raises ParameterError naming the parameter and the range."""
     defaults, specs = NodeParams().as_dict(), NodeParams.specs()
-    return {name: node.declare_parameter(name, defaults[name], descriptor(name, defaults[name], specs[name])).value
-            for name in defaults}
+    values = {}
+    for name, default in defaults.items():
+        try:
+            values[name] = node.declare_parameter(name, default, descriptor(name, default, specs[name])).value
+        except InvalidParameterValueException:
+            # rclpy's range check came first; NodeParams words the refusal like every other one
+            NodeParams.from_mapping({name: node._parameter_overrides[name].value})
+            raise
+    return values
 
 
 def current(node: Node) -> NodeParams:

@@ -84,8 +84,9 @@ class NodeProcess:
     def wait_exit(self, timeout: float) -> int:
         return self.process.wait(timeout=timeout)
 
-    def stop(self, timeout: float = 60.0) -> int:
-        """SIGINT (clean shutdown), then SIGKILL if it does not exit in time; returns the exit status."""
+    def stop(self, timeout: float = 180.0) -> int:
+        """SIGINT (clean shutdown), then SIGKILL if it does not exit in time; returns the exit status. The wait is
+        long because a niced process on a busy 2-core machine took 116 s to exit (its own cleanup: 0.5 s)."""
         if self.alive():
             self.process.send_signal(signal.SIGINT)
             try:
