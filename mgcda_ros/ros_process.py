@@ -1,8 +1,8 @@
 """Run ``anomaly_node`` in its own process and talk to it from another (tests and the overhead benchmark).
 
 Every ROS process started here gets ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and an explicit
-``ROS_DOMAIN_ID`` (SPEC §9: DDS traffic stays on loopback). Waiting is always on a condition (discovery,
-a message) with a deadline, never a fixed sleep.
+``ROS_DOMAIN_ID``: DDS traffic stays on loopback (without it Fast DDS also multicasts its discovery on external
+interfaces). Waiting is always on a condition (discovery, a message) with a deadline, never a fixed sleep.
 """
 
 from __future__ import annotations
