@@ -67,7 +67,8 @@ def test_installed_node_starts_and_answers_a_frame(installed: Path, tmp_path: Pa
     # what sourcing install/setup.bash adds; the installed copy comes first on the path
     env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
            "AMENT_PREFIX_PATH": str(installed)}
-    where = subprocess.run([sys.executable, "-c", "import mgcda_ros; print(mgcda_ros.__file__)"],
+    # cwd elsewhere: `python -c` puts the working directory (here the repository) first on the path
+    where = subprocess.run([sys.executable, "-c", "import mgcda_ros; print(mgcda_ros.__file__)"], cwd=tmp_path,
                            env={**os.environ, **env}, capture_output=True, text=True, check=True).stdout.strip()
     assert Path(where).is_relative_to(site), where
     domain = (int(os.environ["ROS_DOMAIN_ID"]) + 17) % 200

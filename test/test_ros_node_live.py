@@ -9,6 +9,7 @@ publishes) and ``/be`` (a best-effort 640x480 one). Neither sets ``qos_reliabili
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +35,8 @@ pytestmark = pytest.mark.ros
 
 ASSET = Path(__file__).resolve().parents[1] / "mgcda_ros" / "assets" / "road_anomaly" / "frames"
 # small network input and a fast training-free score; the QoS parameters keep their defaults
-PARAMS = {"input_width": 128, "input_height": 64, "score": "msp", "threshold": 0.3, "max_age_ms": 5000.0,
+# max_age_ms generous: on a busy machine a fresh frame may wait seconds for the worker
+PARAMS = {"input_width": 128, "input_height": 64, "score": "msp", "threshold": 0.3, "max_age_ms": 20000.0,
           "input_timeout_s": 2.0, "diagnostics_window_s": 3.0, "warn_throttle_s": 1.0}
 START_TIMEOUT = 600.0  # two nodes load concurrently; exporting to ONNX took minutes on a busy 2-core machine
 ANSWER_TIMEOUT = 180.0
@@ -268,19 +270,21 @@ def test_stale_frames_warn_with_the_clock_offset_and_the_hint_then_clear(rig):
     assert rig.set("input_timeout_s", 600.0).successful  # only the staleness concern here
     before = rig.counters("rel")
     since = time.monotonic()
-    rig.camera["rel"].publish(frame(small, "stale", age_s=30.0))
+    rig.camera["rel"].publish(frame(small, "stale", age_s=60.0))
     rig.counter_reaches("rel", "dropped_old", before["dropped_old"] + 1)
     warned = rig.status_after("rel", since, lambda s: s.level == DiagnosticStatus.WARN, "/rel WARN for stale")
-    assert "1 frame(s) dropped as stale" in warned.message and "30." in warned.message
+    # 60 s plus however long delivery took on this machine
+    assert "1 frame(s) dropped as stale" in warned.message and re.search(r"stamped 6\d\.\d s before", warned.message)
     log = procs["rel"].output()
-    line = next(line for line in log.splitlines() if "dropping stale frames" in line)
-    assert "stamped 30." in line and "ros2 bag play --clock" in line and "use_sim_time:=true" in line
+    line = next(line for line in log.splitlines() if "dropping stale frames" in line
+                and re.search(r"stamped 6\d\.\d+ s before", line))
+    assert "ros2 bag play --clock" in line and "use_sim_time:=true" in line
     assert "max_age_ms:=0" in line
     rig.status_after("rel", time.monotonic(), lambda s: s.level == DiagnosticStatus.OK, "/rel OK after the window")
     assert rig.set("max_age_ms", 0.0).successful  # the check off: the same old stamp is answered
-    rig.send_and_wait("rel", frame(small, "old_but_allowed", age_s=30.0))
+    rig.send_and_wait("rel", frame(small, "old_but_allowed", age_s=60.0))
     assert rig.answer("rel", "stale") is None
-    assert rig.set("max_age_ms", 5000.0).successful
+    assert rig.set("max_age_ms", PARAMS["max_age_ms"]).successful
 
 
 def test_rejected_input_raises_warn_for_the_window_only(rig):

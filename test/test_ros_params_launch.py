@@ -48,6 +48,11 @@ def test_invalid_values_are_refused_naming_the_parameter(name, value, fragment):
         NodeParams.from_mapping({name: value})
 
 
+def test_engine_cache_is_the_nodes_own_folder_unless_set():
+    assert NodeParams().engine_cache() == Path.home() / ".cache" / "mgcda_ros" / "engines"
+    assert NodeParams(engine_cache_dir="~/engines").engine_cache() == Path.home() / "engines"
+
+
 def test_integers_are_accepted_for_floats_and_unknown_names_refused():
     assert NodeParams.from_mapping({"threshold": 1, "max_age_ms": 0}).threshold == 1.0
     with pytest.raises(ParameterError, match=r"unknown parameter\(s\) \['treshold'\]"):
