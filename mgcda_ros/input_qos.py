@@ -18,6 +18,7 @@ from rclpy.callback_groups import CallbackGroup
 from rclpy.event_handler import PublisherEventCallbacks, QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind
+from rclpy.subscription import Subscription
 
 RECHECK_PERIOD_S = 0.5
 _NAMES = {ReliabilityPolicy.RELIABLE: "reliable", ReliabilityPolicy.BEST_EFFORT: "best_effort"}
@@ -39,9 +40,8 @@ class InputSubscription:
                  depth: int, group: CallbackGroup | None = None) -> None:
         self._node, self._type, self._topic, self._callback = node, msg_type, topic, callback
         self._mode, self._depth, self._group = mode, depth, group
-        self._subscription: Any = None
         self.reliability = (ReliabilityPolicy.RELIABLE if mode == "reliable" else ReliabilityPolicy.BEST_EFFORT)
-        self._subscribe()
+        self._subscription = self._subscribe()
         #: the fully resolved topic (namespace and remappings applied); kept as text, so that other threads
         #: (diagnostics) never touch a subscription handle that a recheck or deactivate is destroying
         self.topic_name = str(self._subscription.topic_name)
@@ -63,18 +63,18 @@ class InputSubscription:
             f"{_NAMES[wanted]} (qos_reliability auto)")
         self._node.destroy_subscription(self._subscription)
         self.reliability = wanted
-        self._subscribe()
+        self._subscription = self._subscribe()
 
     def close(self) -> None:
         if self._timer is not None:
             self._node.destroy_timer(self._timer)
         self._node.destroy_subscription(self._subscription)
 
-    def _subscribe(self) -> None:
+    def _subscribe(self) -> Subscription[Any]:
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self._depth, reliability=self.reliability)
         events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible)
-        self._subscription = self._node.create_subscription(self._type, self._topic, self._callback, qos,
-                                                            event_callbacks=events, callback_group=self._group)
+        return self._node.create_subscription(self._type, self._topic, self._callback, qos, event_callbacks=events,
+                                              callback_group=self._group)
 
     def _on_incompatible(self, info: QoSRequestedIncompatibleQoSInfo) -> None:
         policy = qos_policy_name_from_kind(info.last_policy_kind)
