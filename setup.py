@@ -14,7 +14,7 @@ HERE = Path(__file__).parent
 
 def requirements() -> list[str]:
     """Runtime requirements: requirements.txt minus the ROS wheels and test-only tools (colcon machines have ROS)."""
-    skip = ("ros-kilted-", "pytest", "scikit-image")
+    skip = ("ros-kilted-", "pytest", "scikit-image", "colcon-")
     lines = (HERE / "requirements.txt").read_text().splitlines()
     return [line.strip() for line in lines if line.strip() and not line.startswith("#") and not line.startswith(skip)]
 
@@ -42,6 +42,7 @@ setup(
     entry_points={
         "console_scripts": [
             "anomaly_node = mgcda_ros.node:main",
+            "anomaly_lifecycle_node = mgcda_ros.lifecycle_node:main",
             "mgcda-train = mgcda_core.train:main",
             "mgcda-evaluate = mgcda_core.evaluate:main",
             "mgcda-prepare = mgcda_core.prepare:main",

@@ -1,9 +1,10 @@
 """sensor_msgs/Image and CompressedImage <-> numpy, with strict validation.
 
-Works on rclpy messages and on ``rosbags`` messages alike (both expose the same field names). Colour conversion
-is ``rosbags.image.convert_color``; the byte layout (step, padding, endianness, sizes) is validated here first,
-because ``rosbags-image`` trusts it. Every refusal raises :class:`RejectedImage` saying what is wrong and what was
-expected, so the node can count it and keep running.
+Works on rclpy messages and on ``rosbags`` messages alike (both expose the same field names). The raw encodings
+are those cv_bridge reads (names from sensor_msgs/image_encodings.hpp); colour conversion is OpenCV's
+``cvtColor``, vectorised. The byte layout (step, padding, endianness, sizes) is validated here first. Every
+refusal raises :class:`RejectedImage` saying what is wrong and what was expected, so the node can count it and
+keep running.
 """
 
 from __future__ import annotations
@@ -16,15 +17,32 @@ import numpy as np
 from PIL import Image as PILImage
 from rosbags.image.image import convert_color
 
-#: encoding -> (channels, numpy dtype) of the raw encodings the node accepts (SPEC §7).
-SUPPORTED_ENCODINGS: dict[str, tuple[int, str]] = {
-    "rgb8": (3, "u1"),
-    "bgr8": (3, "u1"),
-    "rgba8": (4, "u1"),
-    "bgra8": (4, "u1"),
-    "mono8": (1, "u1"),
-    "mono16": (1, "u2"),
+#: encoding -> (samples per pixel in the message, numpy dtype, cv2.cvtColor code to RGB or None when it is RGB).
+#: 8UC1/8UC3 carry no colour order: read as mono8/bgr8, OpenCV's order (cv_bridge writes a cv::Mat so).
+#: yuv422 is UYVY and yuv422_yuy2 is YUYV, 2 bytes a pixel (BT.601 in OpenCV). A ROS bayer_<pattern> names the
+#: first 2x2 block; OpenCV names its Bayer codes by the second row's pixels 2 and 3 (so rggb is OpenCV's BG).
+ENCODINGS: dict[str, tuple[int, str, int | None]] = {
+    "rgb8": (3, "u1", None),
+    "bgr8": (3, "u1", cv2.COLOR_BGR2RGB),
+    "rgba8": (4, "u1", cv2.COLOR_RGBA2RGB),
+    "bgra8": (4, "u1", cv2.COLOR_BGRA2RGB),
+    "mono8": (1, "u1", cv2.COLOR_GRAY2RGB),
+    "8UC1": (1, "u1", cv2.COLOR_GRAY2RGB),
+    "8UC3": (3, "u1", cv2.COLOR_BGR2RGB),
+    "mono16": (1, "u2", cv2.COLOR_GRAY2RGB),
+    "rgb16": (3, "u2", None),
+    "bgr16": (3, "u2", cv2.COLOR_BGR2RGB),
+    "yuv422": (2, "u1", cv2.COLOR_YUV2RGB_UYVY),
+    "yuv422_yuy2": (2, "u1", cv2.COLOR_YUV2RGB_YUY2),
+    "bayer_rggb8": (1, "u1", cv2.COLOR_BayerBG2RGB),
+    "bayer_bggr8": (1, "u1", cv2.COLOR_BayerRG2RGB),
+    "bayer_gbrg8": (1, "u1", cv2.COLOR_BayerGR2RGB),
+    "bayer_grbg8": (1, "u1", cv2.COLOR_BayerGB2RGB),
 }
+#: encodings :func:`rgb_to_fields` writes (tests, bag writing).
+WRITABLE_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16")
+#: the bit depths a 16-bit encoding is detected as, from its largest value
+DETECTED_BIT_DEPTHS = (8, 10, 12, 14, 16)
 #: compressed formats accepted; ``format`` strings look like "jpeg", "png", "rgb8; jpeg compressed bgr8".
 COMPRESSED_MAGIC: dict[str, bytes] = {"jpeg": b"\xff\xd8", "png": b"\x89PNG\r\n\x1a\n"}
 #: default largest accepted image (pixels): 8K UHD with margin; anything bigger is an absurd size for a camera.
@@ -57,11 +75,14 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
 def check_image(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
     """Validate a sensor_msgs/Image's layout without touching its pixels (O(1); safe in a callback)."""
     encoding = msg.encoding
-    if encoding not in SUPPORTED_ENCODINGS:
-        raise RejectedImage(f"unsupported encoding {encoding!r}: expected one of {sorted(SUPPORTED_ENCODINGS)}")
+    if encoding not in ENCODINGS:
+        raise RejectedImage(f"unsupported encoding {encoding!r}: expected one of {sorted(ENCODINGS)}")
     width, height, step = int(msg.width), int(msg.height), int(msg.step)
     _check_size(width, height, max_pixels)
-    channels, dtype = SUPPORTED_ENCODINGS[encoding]
+    channels, dtype, _ = ENCODINGS[encoding]
+    if channels == 2 and width % 2:
+        raise RejectedImage(f"{encoding} image width {width} is odd: expected an even width (two pixels share "
+                            "their chroma)")
     row_bytes = width * channels * np.dtype(dtype).itemsize
     if step < row_bytes:
         raise RejectedImage(f"step {step} is shorter than one {encoding} row of width {width} ({row_bytes} bytes)")
@@ -69,21 +90,38 @@ def check_image(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         raise RejectedImage(f"data has {len(msg.data)} bytes, expected step*height = {step}*{height} = {step * height}")
 
 
-def image_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def detect_bit_depth(pixels: np.ndarray) -> int:
+    """The smallest of :data:`DETECTED_BIT_DEPTHS` that holds the largest value (a 12-bit camera's 0..4095)."""
+    top = int(pixels.max())
+    return next((bits for bits in DETECTED_BIT_DEPTHS if top < 1 << bits), DETECTED_BIT_DEPTHS[-1])
+
+
+def scale_to_8_bits(pixels: np.ndarray, bit_depth: int = 0) -> np.ndarray:
+    """uint16 samples of ``bit_depth`` significant bits (0: :func:`detect_bit_depth`) to uint8: round(v * 255 /
+    (2**bits - 1)), values above the range saturate at 255."""
+    bits = bit_depth or detect_bit_depth(pixels)
+    return cv2.convertScaleAbs(pixels, alpha=255.0 / ((1 << bits) - 1))
+
+
+def image_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS, bit_depth: int = 0) -> np.ndarray:
     """Decode a sensor_msgs/Image into an HxWx3 uint8 RGB array (row padding and endianness honoured).
 
-    mono16 is scaled to 8 bits by 255/65535 (``rosbags.image`` convention); alpha is dropped.
+    16-bit encodings are scaled by their real range: ``bit_depth`` significant bits, or detected from the
+    frame's largest value when 0 (see :func:`scale_to_8_bits`); alpha is dropped.
     """
     check_image(msg, max_pixels)
-    channels, dtype = SUPPORTED_ENCODINGS[msg.encoding]
+    channels, dtype, code = ENCODINGS[msg.encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     itemsize = np.dtype(dtype).itemsize
     raw = np.frombuffer(msg.data, dtype=np.uint8, count=step * height).reshape(height, step)
     rows = raw[:, : width * channels * itemsize]
     if itemsize > 1:
-        rows = np.ascontiguousarray(rows).view((">" if msg.is_bigendian else "<") + dtype).astype(dtype)
+        native = np.ascontiguousarray(rows).view((">" if msg.is_bigendian else "<") + dtype).astype(dtype)
+        rows = scale_to_8_bits(native, bit_depth)
     pixels = rows.reshape(height, width, channels) if channels > 1 else rows.reshape(height, width)
-    return np.ascontiguousarray(convert_color(np.ascontiguousarray(pixels), msg.encoding, "rgb8"))
+    if code is None:
+        return np.ascontiguousarray(pixels)
+    return cv2.cvtColor(np.ascontiguousarray(pixels), code)
 
 
 def check_compressed(msg: Any, max_bytes: int = DEFAULT_MAX_PIXELS * 3) -> None:
@@ -123,12 +161,15 @@ def compressed_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndar
     bgr = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise RejectedImage(f"undecodable {kind} data ({len(msg.data)} bytes)")
-    return np.ascontiguousarray(convert_color(bgr, "bgr8", "rgb8"))
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def message_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Image or CompressedImage (told apart by the ``format`` field) to HxWx3 uint8 RGB."""
-    return compressed_to_rgb(msg, max_pixels) if hasattr(msg, "format") else image_to_rgb(msg, max_pixels)
+def message_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS, bit_depth: int = 0) -> np.ndarray:
+    """Image or CompressedImage (told apart by the ``format`` field) to HxWx3 uint8 RGB; ``bit_depth`` as in
+    :func:`image_to_rgb`."""
+    if hasattr(msg, "format"):
+        return compressed_to_rgb(msg, max_pixels)
+    return image_to_rgb(msg, max_pixels, bit_depth)
 
 
 def label_from_image(msg: Any) -> np.ndarray:
@@ -146,9 +187,9 @@ def label_from_image(msg: Any) -> np.ndarray:
 
 
 def rgb_to_fields(rgb: np.ndarray, encoding: str = "rgb8") -> ImageFields:
-    """HxWx3 uint8 RGB to Image fields in ``encoding`` (any of :data:`SUPPORTED_ENCODINGS`)."""
-    if encoding not in SUPPORTED_ENCODINGS:
-        raise ValueError(f"unsupported encoding {encoding!r}: expected one of {sorted(SUPPORTED_ENCODINGS)}")
+    """HxWx3 uint8 RGB to Image fields in ``encoding`` (any of :data:`WRITABLE_ENCODINGS`)."""
+    if encoding not in WRITABLE_ENCODINGS:
+        raise ValueError(f"cannot write encoding {encoding!r}: expected one of {', '.join(WRITABLE_ENCODINGS)}")
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 uint8 RGB image, got {rgb.dtype} {rgb.shape}")
     pixels = np.ascontiguousarray(convert_color(rgb, "rgb8", encoding))

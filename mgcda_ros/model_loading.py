@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mgcda_core.model.segmentation import DEFAULT_WEIGHTS
 from mgcda_core.pipeline.detector import Detector, build_graph
-from mgcda_core.runtime.factory import DEFAULT_ENGINE_CACHE, RuntimeOptions, make_runtime
+from mgcda_core.runtime.factory import RuntimeOptions, make_runtime
 from mgcda_ros.params import NodeParams
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -26,9 +26,9 @@ class ModelLoadError(RuntimeError):
 def load_detector(params: NodeParams) -> Detector:
     """Embedded default when ``model_path`` is empty, else the checkpoint or exported graph it names."""
     size = (params.input_height, params.input_width)
-    options = RuntimeOptions(precision=params.precision, input_size=size,
-                             engine_cache_dir=Path(params.engine_cache_dir).expanduser() if params.engine_cache_dir
-                             else DEFAULT_ENGINE_CACHE)
+    # the node's own cache folder, always passed: the runtime factory's default is a different folder
+    options = RuntimeOptions(precision=params.precision, input_size=size, engine_cache_dir=params.engine_cache())
+    device = resolve_device(params.device)
     path = Path(params.model_path).expanduser() if params.model_path else None
     if path is not None:
         if not path.is_file():
@@ -41,10 +41,10 @@ def load_detector(params: NodeParams) -> Detector:
     try:
         if path is not None and path.suffix.lower() in EXPORTED_SUFFIXES:
             # an exported graph already computes its score: `score` must name the one it was exported with
-            runtime = make_runtime(params.backend, path, params.device, options)
+            runtime = make_runtime(params.backend, path, device, options)
             return Detector(runtime, params.score, size, info={"model": path.name})
         graph = build_graph(params.score, path)
-        runtime = make_runtime(params.backend, graph, params.device, options)
+        runtime = make_runtime(params.backend, graph, device, options)
         # which weights are in use, as Detector.default/from_checkpoint record them
         info = {"segmentation": DEFAULT_WEIGHTS.name, "perceptual": graph.stages.perceptual_source,
                 "resynthesis": type(graph.stages.resynthesis).__name__, "dissimilarity": path.name if path else None}
@@ -52,6 +52,15 @@ def load_detector(params: NodeParams) -> Detector:
     except Exception as err:  # reported once, on one line, naming the file once
         what = f"model file {path}" if path is not None else "the embedded default detector"
         raise ModelLoadError(f"cannot load {what}: {_one_line(err, path)}") from None
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> "cuda" when PyTorch sees a CUDA GPU, else "cpu"; any other value as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _check_export_description(path: Path, score: str) -> None:

@@ -1,37 +1,52 @@
-"""``anomaly_node``: pixel-wise road anomaly masks, scores and overlays from a camera topic (SPEC §7).
+"""``anomaly_node``: pixel-wise road anomaly masks, scores and overlays from a camera topic (docs/ROS.md).
 
 Threading: the subscription callback only validates the message layout (O(1)) and keeps the newest frame in a
 one-slot mailbox; a worker thread decodes, runs the detector and publishes. A frame replaced in the slot before
 the worker took it, or older than ``max_age_ms`` when taken, is dropped and counted, so the node never builds a
-backlog. Counters and latency percentiles go to /diagnostics at 1 Hz.
+backlog. Counters, latency percentiles and a health verdict go to /diagnostics at 1 Hz from the start, so
+"loading the model" is visible too: the model loads while the node already spins.
+
+:class:`AnomalyDetection` is that machinery; :class:`AnomalyNode` runs it at once, and the managed variant
+(``mgcda_ros.lifecycle_node``) runs it through the lifecycle transitions.
 """
 
 from __future__ import annotations
 
 import array
+import gc
+import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
+from rclpy.callback_groups import CallbackGroup
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import SetBool
 
+from mgcda_core.pipeline.detector import Detector
+from mgcda_ros import ros_parameters
 from mgcda_ros.conversions import RejectedImage, check_compressed, check_image, mask_to_mono8, message_to_rgb
+from mgcda_ros.health import Evidence, assess
+from mgcda_ros.input_qos import InputSubscription, output_event_callbacks
+from mgcda_ros.logs import forward_core_logs, stop_forwarding
 from mgcda_ros.model_loading import ModelLoadError, load_detector
 from mgcda_ros.overlay import anomaly_mask, make_overlay
 from mgcda_ros.params import NodeParams, ParameterError
-from mgcda_ros.stats import RateMeter, RollingPercentiles
+from mgcda_ros.stats import RateMeter, RecentEvents, RollingPercentiles
 
 NODE_NAME = "anomaly_node"
 DIAGNOSTICS_PERIOD_S = 1.0
+COUNTERS = ("received", "processed", "dropped_replaced", "dropped_old", "rejected", "errors", "skipped_disabled")
 
 
 class ImageOutput:
@@ -67,15 +82,28 @@ class ImageOutput:
         self.publisher.publish(self.message)
 
 
-class AnomalyNode(Node):
-    """Subscribes ``image`` (or ``image/compressed``), publishes ``anomaly_mask``, ``anomaly_score``, ``anomaly_overlay``."""
+def declare_parameters(node: Node) -> NodeParams:
+    """Declare the node's parameters, report names the parameters file sets but the node does not know, and
+    return the validated values (ParameterError naming a bad one)."""
+    values = ros_parameters.declare(node)
+    unknown = ros_parameters.unknown_overrides(node)
+    if unknown:
+        node.get_logger().warning(f"ignoring unknown parameter(s) {', '.join(unknown)} set for this node (a typo? "
+                                  f"known: {', '.join(sorted(values))})")
+    return NodeParams.from_mapping(values)
 
-    def __init__(self, **node_kwargs: Any) -> None:
-        super().__init__(NODE_NAME, **node_kwargs)
-        self.params = self._read_params()
-        self.detector = load_detector(self.params)
-        self._counters = {"received": 0, "processed": 0, "dropped_replaced": 0, "dropped_old": 0, "rejected": 0,
-                          "errors": 0, "skipped_disabled": 0}
+
+class AnomalyDetection:
+    """Input subscription -> detector -> outputs on ``node``, with diagnostics, the ``~/enable`` service and
+    run-time parameters. States: unconfigured -> (configure: load the model, create the outputs) inactive ->
+    (activate: subscribe, start the worker) running; deactivate and cleanup go back."""
+
+    def __init__(self, node: Node, params: NodeParams, diagnostics_group: CallbackGroup | None = None) -> None:
+        self.node = node
+        self.params = params
+        self.detector: Detector | None = None
+        self.state = "unconfigured"
+        self._counters = dict.fromkeys(COUNTERS, 0)
         self._latency_ms = RollingPercentiles()
         self._model_ms = RollingPercentiles()
         self._overhead_ms = RollingPercentiles()
@@ -83,55 +111,120 @@ class AnomalyNode(Node):
         self._age_ms = RollingPercentiles()
         self._input_rate = RateMeter()
         self._processed_rate = RateMeter()
+        self._errors = RecentEvents(params.diagnostics_window_s)
+        self._stale = RecentEvents(params.diagnostics_window_s)
+        self._rejects = RecentEvents(params.diagnostics_window_s)
+        self._clock_offset_ms = 0.0
         self._cond = threading.Condition()
         self._slot: tuple[Any, float] | None = None
-        self._enabled = True
         self._stopping = False
-        self._last_reject = ""
+        self._worker: threading.Thread | None = None
+        self._input: InputSubscription | None = None
+        self._check: Callable[[Any], None] = self._check_raw
+        self._outputs: dict[str, ImageOutput] = {}
+        self._last_frame = time.monotonic()
+        self._silence_reported = False
+        self._log_handler = forward_core_logs(node.get_logger())
+        self._diag_pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        node.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, callback_group=diagnostics_group)
+        node.create_service(SetBool, "~/enable", self._on_enable)
+        ros_parameters.watch(node, self.apply)
 
+    # -- states -----------------------------------------------------------------------------------------------
+    def configure(self) -> None:
+        """Load the model (ModelLoadError naming the file) and create the output publishers."""
+        self.state = "loading"
+        self._publish_diagnostics()  # now: loading may take less than the diagnostics period
+        try:
+            self.detector = load_detector(self.params)
+        except BaseException:
+            self.state = "unconfigured"
+            raise
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        for topic, encoding, dtype, channels in (("anomaly_mask", "mono8", "u1", 1), ("anomaly_score", "32FC1", "<f4", 1),
+                                                 ("anomaly_overlay", "bgr8", "u1", 3)):
+            publisher = self.node.create_publisher(Image, topic, qos,
+                                                   event_callbacks=output_event_callbacks(self.node, topic))
+            self._outputs[topic] = ImageOutput(publisher, encoding, dtype, channels)
+        self.state = "inactive"
+
+    def activate(self) -> None:
         p = self.params
-        reliability = ReliabilityPolicy.RELIABLE if p.qos_reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
-        input_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p.qos_depth, reliability=reliability)
-        output_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
-        if p.input_transport == "compressed":
-            self._check = check_compressed
-            self.create_subscription(CompressedImage, "image/compressed", self._on_image, input_qos)
-        else:
-            self._check = lambda msg: check_image(msg, p.max_input_pixels)
-            self.create_subscription(Image, "image", self._on_image, input_qos)
-        self._mask_out = ImageOutput(self.create_publisher(Image, "anomaly_mask", output_qos), "mono8", "u1", 1)
-        self._score_out = (ImageOutput(self.create_publisher(Image, "anomaly_score", output_qos), "32FC1", "<f4", 1)
-                           if p.publish_score else None)
-        self._overlay_out = (ImageOutput(self.create_publisher(Image, "anomaly_overlay", output_qos), "bgr8", "u1", 3)
-                             if p.publish_overlay else None)
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_service(SetBool, "~/enable", self._on_enable)
-        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
+        with self._cond:
+            self._stopping, self._slot = False, None
         self._worker = threading.Thread(target=self._work, name="anomaly_worker", daemon=True)
         self._worker.start()
-        self.get_logger().info(
-            f"ready: backend {self.detector_backend()}, score {p.score}, input {p.input_width}x{p.input_height}, "
-            f"transport {p.input_transport}, model {p.model_path or 'embedded default'}")
+        msg_type, topic, self._check = ((CompressedImage, "image/compressed", self._check_compressed)
+                                        if p.input_transport == "compressed" else (Image, "image", self._check_raw))
+        self._input = InputSubscription(self.node, msg_type, topic, self._on_image, p.qos_reliability, p.qos_depth)
+        self._last_frame, self._silence_reported = time.monotonic(), False
+        self.state = "running"
+        self.node.get_logger().info(
+            f"running: backend {self.detector_backend()}, score {p.score}, input {p.input_width}x{p.input_height}, "
+            f"{self._input.topic_name} ({p.input_transport}, qos_reliability {p.qos_reliability}), "
+            f"model {p.model_path or 'default'}")
 
-    # -- start-up ---------------------------------------------------------------------------------------------
-    def _read_params(self) -> NodeParams:
-        # dynamic typing so a wrong type reaches NodeParams, which refuses it with the parameter's name.
-        descriptor = ParameterDescriptor(dynamic_typing=True)
-        values = {}
-        for name, default in NodeParams().as_dict().items():
-            values[name] = self.declare_parameter(name, default, descriptor).value
-        return NodeParams.from_mapping(values)
+    def deactivate(self) -> None:
+        if self._input is not None:
+            self._input.close()
+            self._input = None
+        if self._worker is not None:
+            with self._cond:
+                self._stopping = True
+                self._cond.notify_all()
+            self._worker.join()
+            self._worker = None
+        self.state = "inactive"
+
+    def cleanup(self) -> None:
+        for output in self._outputs.values():
+            self.node.destroy_publisher(output.publisher)
+        self._outputs.clear()
+        self.detector = None
+        gc.collect()  # the graph's tensors go now, not at some later collection
+        self._free_cuda_cache()
+        self.state = "unconfigured"
+
+    def close(self) -> None:
+        """Stop everything (any state); the node itself stays for the caller to destroy."""
+        if self.state == "running":
+            self.deactivate()
+        stop_forwarding(self._log_handler)
+
+    @staticmethod
+    def _free_cuda_cache() -> None:
+        torch = sys.modules.get("torch")  # imported by the detector if it ran at all
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def apply(self, params: NodeParams) -> None:
+        """Run-time parameters, validated: the worker reads ``self.params`` once per frame."""
+        with self._cond:
+            self.params = params
+            if not params.enable:
+                self._slot = None
+        for window in (self._errors, self._stale, self._rejects):
+            window.window_s = params.diagnostics_window_s
 
     def detector_backend(self) -> str:
-        return f"{self.detector.runtime.name} ({self.detector.runtime.device})"
+        detector = self.detector
+        return f"{detector.runtime.name} ({detector.runtime.device})" if detector is not None else "none"
 
     # -- subscription: O(1), keeps only the newest frame ----------------------------------------------------------
+    def _check_raw(self, msg: Image) -> None:
+        check_image(msg, self.params.max_input_pixels)
+
+    @staticmethod
+    def _check_compressed(msg: CompressedImage) -> None:
+        check_compressed(msg)
+
     def _on_image(self, msg: Image | CompressedImage) -> None:
         now = time.monotonic()
         self._input_rate.tick(now)
+        self._last_frame = now
         with self._cond:
             self._counters["received"] += 1
-            if not self._enabled:
+            if not self.params.enable:
                 self._counters["skipped_disabled"] += 1
                 return
         try:
@@ -149,17 +242,17 @@ class AnomalyNode(Node):
         with self._cond:
             self._counters["rejected"] += 1
             count = self._counters["rejected"]
-            self._last_reject = str(err)
-        self.get_logger().warning(f"rejected input message ({count} so far): {err}",
-                                  throttle_duration_sec=self.params.warn_throttle_s)
+        self._rejects.add(time.monotonic(), str(err))
+        self.node.get_logger().warning(f"rejected input message ({count} so far): {err}",
+                                       throttle_duration_sec=self.params.warn_throttle_s)
 
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
-        with self._cond:
-            self._enabled = bool(request.data)
-            self._slot = None
-        response.success = True
-        response.message = "enabled" if request.data else "disabled: incoming frames are ignored"
-        self.get_logger().info(f"detection {response.message}")
+        # the parameter is the one switch: the service sets it, so `ros2 param get enable` tells the truth
+        result = self.node.set_parameters([Parameter("enable", Parameter.Type.BOOL, bool(request.data))])[0]
+        response.success = result.successful
+        response.message = ("enabled" if request.data else "disabled: incoming frames are ignored") \
+            if result.successful else result.reason
+        self.node.get_logger().info(f"detection {response.message}")
         return response
 
     # -- worker ---------------------------------------------------------------------------------------------------
@@ -169,6 +262,7 @@ class AnomalyNode(Node):
                 self._cond.wait_for(lambda: self._slot is not None or self._stopping)
                 if self._stopping:
                     return
+                assert self._slot is not None
                 msg, received = self._slot
                 self._slot = None
             try:
@@ -178,34 +272,55 @@ class AnomalyNode(Node):
             except Exception as err:  # keep running: one bad frame or a runtime hiccup must not kill the node
                 with self._cond:
                     self._counters["errors"] += 1
-                self.get_logger().error(f"processing failed: {type(err).__name__}: {err}", throttle_duration_sec=5.0)
+                self._errors.add(time.monotonic(), f"{type(err).__name__}: {err}")
+                self.node.get_logger().error(f"processing failed: {type(err).__name__}: {err}",
+                                             throttle_duration_sec=self.params.warn_throttle_s)
+
+    def _drop_stale(self, p: NodeParams, stamp_ns: int) -> bool:
+        """Count and report a frame older than ``max_age_ms``; a zero stamp means "not set" and is never stale."""
+        if p.max_age_ms <= 0 or stamp_ns == 0:
+            return False
+        age_ms = (self.node.get_clock().now().nanoseconds - stamp_ns) / 1e6
+        if age_ms <= p.max_age_ms:
+            return False
+        with self._cond:
+            self._counters["dropped_old"] += 1
+            count = self._counters["dropped_old"]
+        self._clock_offset_ms = age_ms
+        self._stale.add(time.monotonic())
+        self.node.get_logger().warning(
+            f"dropping stale frames ({count} so far): the newest was stamped {age_ms / 1e3:.3f} s before this "
+            f"node's clock (max_age_ms {p.max_age_ms:g}). Playing a bag: `ros2 bag play --clock` and start the "
+            "node with use_sim_time:=true; a live camera: synchronise its clock with this host; or set "
+            "max_age_ms:=0 to disable the check", throttle_duration_sec=p.warn_throttle_s)
+        return True
 
     def _process(self, msg: Image | CompressedImage, received: float) -> None:
-        p = self.params
+        p, detector = self.params, self.detector  # one snapshot per frame: run-time changes apply to the next
+        assert detector is not None
         stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
-        # a zero stamp means "not set": its age is meaningless, so such frames are never dropped as old.
-        if p.max_age_ms > 0 and stamp != 0 and (self.get_clock().now().nanoseconds - stamp) > p.max_age_ms * 1e6:
-            with self._cond:
-                self._counters["dropped_old"] += 1
+        if self._drop_stale(p, stamp):
             return
         cpu_start = time.thread_time()  # this thread's CPU time: the node's own work, whatever the machine load
-        rgb = message_to_rgb(msg, p.max_input_pixels)
+        rgb = message_to_rgb(msg, p.max_input_pixels, p.input_bit_depth)
         start, cpu_model_start = time.monotonic(), time.thread_time()
-        score = self.detector(rgb)
+        score = detector(rgb)
         model_s, cpu_model = time.monotonic() - start, time.thread_time() - cpu_model_start
         if score.shape != rgb.shape[:2] or score.dtype != np.float32:
             raise RuntimeError(f"detector returned {score.dtype} {score.shape}, expected float32 {rgb.shape[:2]}")
         height, width = score.shape
         mask = anomaly_mask(score, p.threshold)
-        mask_to_mono8(mask, out=self._mask_out.pixels(height, width))
-        self._mask_out.publish(msg.header)
+        mask_out, score_out, overlay_out = (self._outputs[t] for t in ("anomaly_mask", "anomaly_score",
+                                                                        "anomaly_overlay"))
+        mask_to_mono8(mask, out=mask_out.pixels(height, width))
+        mask_out.publish(msg.header)
         # the score (4 bytes/pixel) and the overlay (a full-resolution blend) are large: only while someone listens.
-        if self._score_out is not None and self._score_out.listened():
-            np.copyto(self._score_out.pixels(height, width), score)
-            self._score_out.publish(msg.header)
-        if self._overlay_out is not None and self._overlay_out.listened():
-            make_overlay(rgb, mask, p.overlay_alpha, out=self._overlay_out.pixels(height, width))
-            self._overlay_out.publish(msg.header)
+        if p.publish_score and score_out.listened():
+            np.copyto(score_out.pixels(height, width), score)
+            score_out.publish(msg.header)
+        if p.publish_overlay and overlay_out.listened():
+            make_overlay(rgb, mask, p.overlay_alpha, out=overlay_out.pixels(height, width))
+            overlay_out.publish(msg.header)
         done = time.monotonic()
         self._processed_rate.tick(done)
         self._latency_ms.add((done - received) * 1e3)
@@ -213,19 +328,35 @@ class AnomalyNode(Node):
         self._overhead_ms.add((done - received - model_s) * 1e3)
         self._overhead_cpu_ms.add((time.thread_time() - cpu_start - cpu_model) * 1e3)
         if stamp != 0:
-            self._age_ms.add((self.get_clock().now().nanoseconds - stamp) / 1e6)
+            self._age_ms.add((self.node.get_clock().now().nanoseconds - stamp) / 1e6)
         with self._cond:
             self._counters["processed"] += 1
 
     # -- diagnostics ----------------------------------------------------------------------------------------------
-    def diagnostics_values(self) -> dict[str, str]:
-        now = time.monotonic()
+    def evidence(self, now: float) -> Evidence:
+        p, subscription = self.params, self._input  # deactivate may clear _input from another thread
+        state = "disabled" if self.state == "running" and not p.enable else self.state
+        return Evidence(state=state, topic=subscription.topic_name if subscription else "",
+                        silent_s=now - self._last_frame, input_timeout_s=p.input_timeout_s,
+                        window_s=p.diagnostics_window_s, errors=self._errors.count(now),
+                        last_error=self._errors.last_note, stale=self._stale.count(now),
+                        clock_offset_ms=self._clock_offset_ms, rejected=self._rejects.count(now),
+                        last_rejection=self._rejects.last_note, input_rate_hz=self._input_rate.rate(now),
+                        processed_rate_hz=self._processed_rate.rate(now))
+
+    def diagnostics_values(self, evidence: Evidence) -> dict[str, str]:
         with self._cond:
             counters = dict(self._counters)
-            enabled, last_reject = self._enabled, self._last_reject
-        values = {"backend": self.detector_backend(), "enabled": str(enabled).lower(),
-                  "input_rate_hz": f"{self._input_rate.rate(now):.2f}",
-                  "processed_rate_hz": f"{self._processed_rate.rate(now):.2f}"}
+        values = {"state": evidence.state, "backend": self.detector_backend(),
+                  "enabled": str(self.params.enable).lower(), "input_topic": evidence.topic,
+                  "input_reliability": "", "input_publishers": "",
+                  "seconds_since_frame": f"{evidence.silent_s:.1f}",
+                  "input_rate_hz": f"{evidence.input_rate_hz:.2f}",
+                  "processed_rate_hz": f"{evidence.processed_rate_hz:.2f}"}
+        subscription = self._input
+        if subscription is not None:
+            values["input_reliability"] = subscription.reliability.name.lower()
+            values["input_publishers"] = str(len(subscription.publisher_reliabilities()))
         for name, window in (("latency", self._latency_ms), ("model", self._model_ms),
                              ("overhead", self._overhead_ms), ("overhead_cpu", self._overhead_cpu_ms),
                              ("pipeline_age", self._age_ms)):
@@ -233,42 +364,70 @@ class AnomalyNode(Node):
             values[f"{name}_p50_ms"], values[f"{name}_p95_ms"] = f"{p50:.3f}", f"{p95:.3f}"
         values.update({name: str(count) for name, count in counters.items()})
         values["dropped"] = str(counters["dropped_replaced"] + counters["dropped_old"])
-        values["last_rejection"] = last_reject
+        values.update({"recent_errors": str(evidence.errors), "recent_stale": str(evidence.stale),
+                       "recent_rejected": str(evidence.rejected), "last_error": evidence.last_error,
+                       "last_rejection": evidence.last_rejection,
+                       "stale_clock_offset_ms": f"{evidence.clock_offset_ms:.1f}"})
         return values
 
-    def _publish_diagnostics(self) -> None:
-        values = self.diagnostics_values()
-        status = DiagnosticStatus()
-        status.name = f"{self.get_fully_qualified_name()}: anomaly detection"
-        status.hardware_id = values["backend"]
-        if values["enabled"] != "true":
-            status.level, status.message = DiagnosticStatus.OK, "disabled by ~/enable"
-        elif int(values["errors"]) > 0:
-            status.level, status.message = DiagnosticStatus.WARN, "inference errors occurred (see log)"
-        elif float(values["input_rate_hz"]) > 0 and float(values["processed_rate_hz"]) == 0:
-            status.level, status.message = DiagnosticStatus.WARN, "receiving frames but publishing none"
-        else:
-            status.level, status.message = DiagnosticStatus.OK, "running"
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        array = DiagnosticArray()
-        array.header.stamp = self.get_clock().now().to_msg()
-        array.status = [status]
-        self._diag_pub.publish(array)
+    def _report_silence(self, evidence: Evidence) -> None:
+        """One log line when a silence starts (none while it lasts), again after frames came back and stopped."""
+        silent = evidence.state == "running" and evidence.silent_s >= evidence.input_timeout_s
+        subscription = self._input
+        if silent and not self._silence_reported and subscription is not None:
+            offered = subscription.publisher_reliabilities()
+            self.node.get_logger().warning(
+                f"no frame on {evidence.topic} for {evidence.silent_s:.0f} s; {len(offered)} publisher(s) "
+                f"discovered on it" + ("" if offered else ": is the camera running, and is camera_topic (the "
+                                       "remapping of `image`) its topic?"))
+        self._silence_reported = silent
 
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        self._worker.join()
+    def _publish_diagnostics(self) -> None:
+        evidence = self.evidence(time.monotonic())
+        self._report_silence(evidence)
+        level, message = assess(evidence)
+        values = self.diagnostics_values(evidence)
+        status = DiagnosticStatus(level=bytes([level]), name=f"{self.node.get_fully_qualified_name()}: anomaly "
+                                  "detection", message=message, hardware_id=values["backend"])
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        array_msg = DiagnosticArray()
+        array_msg.header.stamp = self.node.get_clock().now().to_msg()
+        array_msg.status = [status]
+        self._diag_pub.publish(array_msg)
+
+
+class AnomalyNode(Node):
+    """Subscribes ``image`` (or ``image/compressed``), publishes ``anomaly_mask``, ``anomaly_score``,
+    ``anomaly_overlay``; :func:`main` loads the model while the node already spins (diagnostics say so)."""
+
+    def __init__(self, **node_kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **node_kwargs)
+        self.detection = AnomalyDetection(self, declare_parameters(self))
+
+
+def _spin(executor: SingleThreadedExecutor) -> None:
+    try:
+        executor.spin()
+    except ExternalShutdownException:  # main() shut rclpy down
+        pass
 
 
 def main(args: list[str] | None = None) -> int:
     """Console script ``anomaly_node``: exit status 0 on shutdown, 2 on invalid parameters or an unusable model."""
-    rclpy.init(args=args)
+    # Ctrl-C and SIGTERM (launch's shutdown) raise KeyboardInterrupt in this thread, which loads the model while
+    # another thread spins: rclpy's own handler would only invalidate the context under the loading code.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     node = None
+    executor = SingleThreadedExecutor()
     try:
         node = AnomalyNode()
-        rclpy.spin(node)
+        executor.add_node(node)
+        spinner = threading.Thread(target=_spin, args=(executor,), name="executor", daemon=True)
+        spinner.start()
+        node.detection.configure()
+        node.detection.activate()
+        spinner.join()
     except (ParameterError, ModelLoadError) as err:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")
         return 2
@@ -276,10 +435,11 @@ def main(args: list[str] | None = None) -> int:
         pass
     finally:
         if node is not None:
-            node.stop()
+            node.detection.close()
+        executor.shutdown(timeout_sec=1.0)
+        if node is not None:
             node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        rclpy.try_shutdown()
     return 0
 
 

@@ -1,6 +1,9 @@
-"""The node's parameters: one typed dataclass, validated as a whole before anything starts.
+"""The node's parameters: one typed dataclass, validated as a whole before anything starts or changes.
 
-ROS declares each field under its own name with the dataclass default; ``config/anomaly.yaml`` mirrors it.
+Each field carries what ROS needs to describe it (``ParameterSpec``: description, range, whether it may change at
+run time); ``mgcda_ros.ros_parameters`` turns that into one ``ParameterDescriptor`` per parameter, and the same
+ranges are what ``NodeParams`` checks, so the descriptor and the validation cannot disagree.
+``config/anomaly.yaml`` mirrors the defaults.
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mgcda_core.pipeline.detector import SIZE_MULTIPLE
@@ -16,8 +20,12 @@ from mgcda_core.pipeline.scores import SCORES, TRAINING_FREE
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 TRANSPORTS = ("raw", "compressed")
 PRECISIONS = ("fp32", "fp16")
-RELIABILITIES = ("best_effort", "reliable")
+RELIABILITIES = ("auto", "best_effort", "reliable")
 MAX_INPUT_SIDE = 4096
+#: bit depths a 16-bit encoding may carry (0: detect from each frame's largest value)
+BIT_DEPTHS = (0, *range(8, 17))
+#: where TensorRT engines are cached when ``engine_cache_dir`` is empty (the node passes it explicitly)
+DEFAULT_ENGINE_CACHE = Path.home() / ".cache" / "mgcda_ros" / "engines"
 
 
 class ParameterError(ValueError):
@@ -25,65 +33,90 @@ class ParameterError(ValueError):
 
 
 @dataclass(frozen=True)
-class NodeParams:
-    """Parameters of ``anomaly_node`` (SPEC §7)."""
+class ParameterSpec:
+    """How a parameter is described to ROS: text, allowed range (inclusive; ``step`` for integers), and whether
+    a change takes effect on the next frame (``runtime``) or needs a restart (read-only in ROS)."""
 
-    #: inference runtime: torch, onnxruntime, tensorrt, or auto (best available for model_path and device)
-    backend: str = "auto"
-    #: trained checkpoint (.pt), ONNX graph (.onnx) or TensorRT engine; empty = embedded default (no training)
-    model_path: str = ""
-    #: "cpu", "cuda" or "cuda:N"
-    device: str = "cpu"
-    #: network input size, multiples of 32 (the image is resized to it and the score resized back)
-    input_width: int = 512
-    input_height: int = 256
-    #: anomaly score; dissimilarity/ensemble need a trained model_path, the others are training-free
-    score: str = "max_logit"
-    #: mask threshold on the calibrated score in [0, 1] (mask = score >= threshold)
-    threshold: float = 0.5
-    overlay_alpha: float = 0.5
-    publish_score: bool = True
-    publish_overlay: bool = True
-    #: frames whose header stamp is older than this (node clock) are dropped; 0 disables the check
-    max_age_ms: float = 500.0
-    input_transport: str = "raw"
-    #: TensorRT engine cache; empty = ~/.cache/mgcda_ros/engines
-    engine_cache_dir: str = ""
-    precision: str = "fp32"
-    #: input QoS (defaults = sensor data: best effort, keep last 1)
-    qos_reliability: str = "best_effort"
-    qos_depth: int = 1
-    #: largest accepted input image in pixels (bigger is rejected as an absurd size)
-    max_input_pixels: int = 8192 * 8192
-    #: seconds between repeated warnings about rejected input
-    warn_throttle_s: float = 5.0
+    description: str
+    runtime: bool = False
+    low: float | None = None
+    high: float | None = None
+    step: int = 0
+    choices: tuple[str, ...] = ()
+
+    def constraints(self) -> str:
+        """The allowed values in words (a descriptor's ``additional_constraints`` and refusal messages)."""
+        if self.choices:
+            return f"one of {', '.join(self.choices)}"
+        if self.low is None or self.high is None:
+            return ""
+        span = f"[{_number(self.low)}, {_number(self.high)}]"
+        return f"a multiple of {self.step} in {span}" if self.step > 1 else f"a number in {span}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _param(default: Any, description: str, **spec: Any) -> Any:
+    return dataclasses.field(default=default, metadata={"spec": ParameterSpec(description, **spec)})
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    """Parameters of ``anomaly_node`` (docs/ROS.md lists them with their defaults)."""
+
+    backend: str = _param("auto", "inference runtime; auto = fastest available for model_path and device",
+                          choices=BACKENDS)
+    model_path: str = _param("", "trained checkpoint (.pt), ONNX graph (.onnx) or TensorRT engine; empty = the "
+                                 "default detector")
+    device: str = _param("auto", "cpu, cuda, cuda:N, or auto (cuda when PyTorch sees a CUDA GPU, else cpu)")
+    input_width: int = _param(512, "network input width; the image is resized to it and the score back",
+                              low=SIZE_MULTIPLE, high=MAX_INPUT_SIDE, step=SIZE_MULTIPLE)
+    input_height: int = _param(256, "network input height", low=SIZE_MULTIPLE, high=MAX_INPUT_SIDE,
+                               step=SIZE_MULTIPLE)
+    score: str = _param("max_logit", "anomaly score; dissimilarity/ensemble need a trained model_path",
+                        choices=SCORES)
+    threshold: float = _param(0.5, "anomaly_mask = calibrated score >= threshold", runtime=True, low=0.0, high=1.0)
+    overlay_alpha: float = _param(0.5, "tint strength of anomalous pixels in anomaly_overlay", runtime=True,
+                                  low=0.0, high=1.0)
+    publish_score: bool = _param(True, "publish anomaly_score (only while it has subscribers)", runtime=True)
+    publish_overlay: bool = _param(True, "publish anomaly_overlay (computed only while it has subscribers)",
+                                   runtime=True)
+    max_age_ms: float = _param(500.0, "drop frames whose header stamp is older than this on the node's clock; "
+                                      "0 disables the check", runtime=True, low=0.0, high=3_600_000.0)
+    enable: bool = _param(True, "false: incoming frames are counted and ignored (same as the ~/enable service)",
+                          runtime=True)
+    input_transport: str = _param("raw", "raw: subscribe image; compressed: subscribe image/compressed",
+                                  choices=TRANSPORTS)
+    engine_cache_dir: str = _param("", f"TensorRT engine cache; empty = {DEFAULT_ENGINE_CACHE}")
+    precision: str = _param("fp32", "TensorRT precision", choices=PRECISIONS)
+    qos_reliability: str = _param("auto", "input reliability; auto = reliable when every discovered publisher is "
+                                          "reliable, else best effort (re-checked as publishers come and go)",
+                                  choices=RELIABILITIES)
+    qos_depth: int = _param(1, "input queue depth (keep last)", low=1, high=10000, step=1)
+    input_bit_depth: int = _param(0, "significant bits of 16-bit encodings (mono16, rgb16, bgr16); 0 = detect "
+                                     "from each frame's largest value (8, 10, 12, 14 or 16)", runtime=True,
+                                  low=0, high=16, step=1)
+    max_input_pixels: int = _param(8192 * 8192, "larger input images are rejected as absurd sizes", runtime=True,
+                                   low=4, high=2**40, step=1)
+    warn_throttle_s: float = _param(5.0, "minimum seconds between repeated warnings about rejected or stale input",
+                                    runtime=True, low=0.01, high=3600.0)
+    input_timeout_s: float = _param(3.0, "diagnostics WARN (and a log line) when no frame arrived for this long",
+                                    runtime=True, low=0.1, high=3600.0)
+    diagnostics_window_s: float = _param(10.0, "errors, stale and rejected frames raise the diagnostics level "
+                                               "while they occurred within this many seconds", runtime=True,
+                                         low=1.0, high=3600.0)
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
-            _check_type(field.name, getattr(self, field.name), type(field.default))
-        _one_of("backend", self.backend, BACKENDS)
-        _one_of("score", self.score, SCORES)
-        _one_of("input_transport", self.input_transport, TRANSPORTS)
-        _one_of("precision", self.precision, PRECISIONS)
-        _one_of("qos_reliability", self.qos_reliability, RELIABILITIES)
-        if not (self.device == "cpu" or self.device == "cuda" or _is_cuda_index(self.device)):
-            _refuse("device", self.device, "'cpu', 'cuda' or 'cuda:N'")
-        for name in ("input_width", "input_height"):
-            value = getattr(self, name)
-            if not SIZE_MULTIPLE <= value <= MAX_INPUT_SIDE or value % SIZE_MULTIPLE:
-                _refuse(name, value, f"a multiple of {SIZE_MULTIPLE} in [{SIZE_MULTIPLE}, {MAX_INPUT_SIDE}] "
-                        "(the network's downsampling)")
-        for name in ("threshold", "overlay_alpha"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                _refuse(name, getattr(self, name), "a number in [0, 1]")
-        if not self.max_age_ms >= 0.0 or math.isinf(self.max_age_ms):
-            _refuse("max_age_ms", self.max_age_ms, "a finite number >= 0 (0 disables the age check)")
-        if not 1 <= self.qos_depth <= 10000:
-            _refuse("qos_depth", self.qos_depth, "an integer in [1, 10000]")
-        if self.max_input_pixels < 4:
-            _refuse("max_input_pixels", self.max_input_pixels, "an integer >= 4")
-        if not self.warn_throttle_s > 0.0:
-            _refuse("warn_throttle_s", self.warn_throttle_s, "a number > 0")
+            value = getattr(self, field.name)
+            _check_type(field.name, value, type(field.default))
+            _check_spec(field.name, value, field.metadata["spec"])
+        if not (self.device in ("auto", "cpu", "cuda") or _is_cuda_index(self.device)):
+            _refuse("device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        if self.input_bit_depth not in BIT_DEPTHS:
+            _refuse("input_bit_depth", self.input_bit_depth, "0 (detect) or a bit depth in [8, 16]")
         if self.score not in TRAINING_FREE and not self.model_path:
             _refuse("score", self.score, f"a training-free score ({', '.join(TRAINING_FREE)}) when model_path is "
                     "empty: the others need a trained dissimilarity network")
@@ -97,11 +130,20 @@ class NodeParams:
             raise ParameterError(f"unknown parameter(s) {unknown}: expected names among {sorted(known)}")
         # ROS gives integers for floats written without a decimal point ("threshold: 1").
         floats = {f.name for f in dataclasses.fields(cls) if isinstance(f.default, float)}
-        coerced = {k: float(v) if k in floats and type(v) is int else v for k, v in values.items()}
+        coerced: dict[str, Any] = {k: float(v) if k in floats and type(v) is int else v for k, v in values.items()}
         return cls(**coerced)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def specs(cls) -> dict[str, ParameterSpec]:
+        """Name -> :class:`ParameterSpec` of every parameter, in declaration order."""
+        return {field.name: field.metadata["spec"] for field in dataclasses.fields(cls)}
+
+    def engine_cache(self) -> Path:
+        """The TensorRT engine cache folder this node uses ("~" expanded)."""
+        return Path(self.engine_cache_dir).expanduser() if self.engine_cache_dir else DEFAULT_ENGINE_CACHE
 
 
 def _check_type(name: str, value: Any, expected: type) -> None:
@@ -110,9 +152,14 @@ def _check_type(name: str, value: Any, expected: type) -> None:
         _refuse(name, value, f"a value of type {expected.__name__}, got {type(value).__name__}")
 
 
-def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        _refuse(name, value, f"one of {', '.join(allowed)}")
+def _check_spec(name: str, value: Any, spec: ParameterSpec) -> None:
+    if spec.choices and value not in spec.choices:
+        _refuse(name, value, spec.constraints())
+    if spec.low is None or spec.high is None:
+        return
+    in_range = math.isfinite(value) and spec.low <= value <= spec.high
+    if not in_range or (spec.step > 1 and (value - spec.low) % spec.step):
+        _refuse(name, value, spec.constraints())
 
 
 def _is_cuda_index(device: str) -> bool:

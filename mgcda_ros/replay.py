@@ -1,4 +1,4 @@
-"""Rosbag replay evaluation (SPEC §8): ``python -m mgcda_ros.replay BAG --image-topic T [--gt-topic G] ...``.
+"""Rosbag replay evaluation (docs/ROS.md): ``python -m mgcda_ros.replay BAG --image-topic T [--gt-topic G] ...``.
 
 Runs the node's detector (same parameters, same loader) over every frame of an image topic in a rosbag2
 (sqlite3/mcap, with or without metadata.yaml) or ROS 1 bag, pairs ground-truth masks by header stamp, writes
@@ -151,7 +151,7 @@ def _frame(config: ReplayConfig, detector: Any, writer: BagWriter | None, evalua
     """Score one frame; write its outputs; add it to the metrics when it has a ground-truth mask."""
     p = config.params
     try:
-        rgb = message_to_rgb(msg, p.max_input_pixels)
+        rgb = message_to_rgb(msg, p.max_input_pixels, p.input_bit_depth)
     except RejectedImage as err:
         counts["rejected"] += 1
         tqdm.write(f"replay: frame at stamp {stamp_ns(msg)} rejected: {err}", file=sys.stderr)

@@ -1,8 +1,8 @@
 """Run ``anomaly_node`` in its own process and talk to it from another (tests and the overhead benchmark).
 
 Every ROS process started here gets ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and an explicit
-``ROS_DOMAIN_ID`` (SPEC §9: DDS traffic stays on loopback). Waiting is always on a condition (discovery,
-a message) with a deadline, never a fixed sleep.
+``ROS_DOMAIN_ID``: DDS traffic stays on loopback (without it Fast DDS also multicasts its discovery on external
+interfaces). Waiting is always on a condition (discovery, a message) with a deadline, never a fixed sleep.
 """
 
 from __future__ import annotations
@@ -84,8 +84,9 @@ class NodeProcess:
     def wait_exit(self, timeout: float) -> int:
         return self.process.wait(timeout=timeout)
 
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGINT (clean shutdown), then SIGKILL if it does not exit in time; returns the exit status."""
+    def stop(self, timeout: float = 180.0) -> int:
+        """SIGINT (clean shutdown), then SIGKILL if it does not exit in time; returns the exit status. The wait is
+        long because a niced process on a busy 2-core machine took 116 s to exit (its own cleanup: 0.5 s)."""
         if self.alive():
             self.process.send_signal(signal.SIGINT)
             try:

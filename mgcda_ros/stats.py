@@ -48,3 +48,29 @@ class RateMeter:
     def _trim(self, now: float) -> None:
         while self._times and self._times[0] < now - self._window:
             self._times.popleft()
+
+
+class RecentEvents:
+    """Count of events in the last ``window_s`` seconds, and the newest one's note (monotonic seconds in): a
+    diagnostics level computed from it clears once the cause has stopped for a window."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._times: deque[float] = deque()
+        self.last_note = ""
+        self._lock = threading.Lock()
+
+    def add(self, now: float, note: str = "") -> None:
+        with self._lock:
+            self._times.append(now)
+            self.last_note = note or self.last_note
+            self._trim(now)
+
+    def count(self, now: float) -> int:
+        with self._lock:
+            self._trim(now)
+            return len(self._times)
+
+    def _trim(self, now: float) -> None:
+        while self._times and self._times[0] < now - self.window_s:
+            self._times.popleft()

@@ -11,6 +11,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from mgcda_ros.conversions import (
     RejectedImage,
     bgr_to_fields,
+    detect_bit_depth,
     fields_to_array,
     image_to_rgb,
     label_from_image,
@@ -72,17 +73,103 @@ def test_mono8_is_replicated_to_three_channels(make):
     np.testing.assert_array_equal(rgb, np.stack([grey] * 3, axis=2))
 
 
+def scaled(values, bits: int) -> np.ndarray:
+    """Independent reference: round(v * 255 / (2**bits - 1)) in exact rational arithmetic, saturated at 255."""
+    top = 2**bits - 1
+    return np.array([[min(255, (2 * int(v) * 255 + top) // (2 * top)) for v in row] for row in values], np.uint8)
+
+
 @pytest.mark.parametrize("big", [0, 1])
-def test_mono16_scaled_to_8_bits_in_either_byte_order(big):
+def test_mono16_full_range_scaled_to_8_bits_in_either_byte_order(big):
     values = RNG.integers(0, 65536, size=(4, 3)).astype(np.uint16)
+    values[0, 0] = 65535  # a 16-bit frame: its largest value needs all 16 bits
     data = values.astype(">u2" if big else "<u2").tobytes()
     rgb = image_to_rgb(rclpy_image(4, 3, "mono16", 6, data, big))
-    expected = (values.astype(np.float64) * 255.0 / 65535.0).astype(np.uint8)
-    np.testing.assert_array_equal(rgb, np.stack([expected] * 3, axis=2))
+    np.testing.assert_array_equal(rgb, np.stack([scaled(values, 16)] * 3, axis=2))
+
+
+@pytest.mark.parametrize("top, bits", [(0, 8), (255, 8), (256, 10), (1023, 10), (1024, 12), (4095, 12),
+                                       (4096, 14), (16383, 14), (16384, 16), (65535, 16)])
+def test_bit_depth_is_detected_from_the_largest_value(top, bits):
+    values = np.array([[0, 1, top // 2, top]], np.uint16).reshape(2, 2)
+    assert detect_bit_depth(values) == bits
+    rgb = image_to_rgb(rclpy_image(2, 2, "mono16", 4, values.astype("<u2").tobytes()))
+    np.testing.assert_array_equal(rgb[:, :, 0], scaled(values, bits))
+
+
+def test_twelve_bit_data_uses_its_range_not_65535():
+    values = np.array([[0, 1, 2048], [3000, 4094, 4095]], np.uint16)  # a 12-bit camera
+    rgb = image_to_rgb(rclpy_image(2, 3, "mono16", 6, values.astype("<u2").tobytes()))
+    np.testing.assert_array_equal(rgb[:, :, 0], [[0, 0, 128], [187, 255, 255]])  # by hand: round(v*255/4095)
+    # a fixed bit depth overrides detection; values above its range saturate
+    fixed = image_to_rgb(rclpy_image(2, 3, "mono16", 6, values.astype("<u2").tobytes()), bit_depth=10)
+    np.testing.assert_array_equal(fixed[:, :, 0], [[0, 0, 255], [255, 255, 255]])
+
+
+@pytest.mark.parametrize("encoding", ["rgb16", "bgr16"])
+@pytest.mark.parametrize("big", [0, 1])
+def test_rgb16_and_bgr16_keep_channel_order_and_scale_by_range(encoding, big):
+    values = RNG.integers(0, 1024, size=(3, 4, 3)).astype(np.uint16)  # 10-bit RGB
+    values[0, 0, 0] = 1023
+    pixels = values if encoding == "rgb16" else values[:, :, ::-1]
+    data = np.ascontiguousarray(pixels).astype(">u2" if big else "<u2").tobytes()
+    rgb = image_to_rgb(rclpy_image(3, 4, encoding, 4 * 3 * 2, data, big))
+    expected = np.stack([scaled(values[:, :, c], 10) for c in range(3)], axis=2)
+    np.testing.assert_array_equal(rgb, expected)
+
+
+def test_generic_8uc1_and_8uc3_read_as_mono8_and_bgr8():
+    grey = RGB[:, :, 0]
+    np.testing.assert_array_equal(image_to_rgb(rclpy_image(6, 5, "8UC1", 5, grey.tobytes())),
+                                  np.stack([grey] * 3, axis=2))
+    bgr = np.ascontiguousarray(RGB[:, :, ::-1])
+    np.testing.assert_array_equal(image_to_rgb(rclpy_image(6, 5, "8UC3", 15, bgr.tobytes())), RGB)
+
+
+def bt601(y: int, u: int, v: int) -> tuple[float, float, float]:
+    """ITU-R BT.601 video-range YUV -> RGB (the standard's coefficients), as floats."""
+    c, d, e = 1.164 * (y - 16), u - 128, v - 128
+    return c + 1.596 * e, c - 0.391 * d - 0.813 * e, c + 2.018 * d
+
+
+@pytest.mark.parametrize("encoding", ["yuv422", "yuv422_yuy2"])
+def test_yuv422_uyvy_and_yuyv_decode_with_bt601(encoding):
+    # two rows of two pixel pairs; each pair: (U, Y0, V, Y1)
+    pairs = [[(90, 60, 200, 120), (160, 200, 100, 30)], [(128, 16, 128, 235), (54, 81, 34, 145)]]
+    rows = []
+    for row in pairs:
+        data = []
+        for u, y0, v, y1 in row:
+            data += [u, y0, v, y1] if encoding == "yuv422" else [y0, u, y1, v]
+        rows.append(data)
+    msg = rclpy_image(2, 4, encoding, 8, np.array(rows, np.uint8).tobytes())
+    rgb = image_to_rgb(msg).astype(float)
+    for r, row in enumerate(pairs):
+        for p, (u, y0, v, y1) in enumerate(row):
+            for k, y in enumerate((y0, y1)):
+                expected = np.clip(bt601(y, u, v), 0, 255)
+                np.testing.assert_allclose(rgb[r, 2 * p + k], expected, atol=1.5)
+    assert tuple(rgb[1, 0]) == (0, 0, 0) and tuple(rgb[1, 1]) == (255, 255, 255)  # video-range black and white
+
+
+@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
+def test_bayer_patterns_demosaic_a_uniform_colour_exactly(pattern):
+    colour = {"r": 200, "g": 100, "b": 50}
+    mosaic = np.zeros((8, 10), np.uint8)
+    for index, channel in enumerate(pattern):  # the pattern names the top-left 2x2 block, row by row
+        mosaic[index // 2::2, index % 2::2] = colour[channel]
+    rgb = image_to_rgb(rclpy_image(8, 10, f"bayer_{pattern}8", 10, mosaic.tobytes()))
+    interior = rgb[2:-2, 2:-2].reshape(-1, 3)
+    assert (interior == (200, 100, 50)).all(), interior[:4]
+
+
+def test_yuv422_with_an_odd_width_is_rejected():
+    with pytest.raises(RejectedImage, match="yuv422_yuy2 image width 3 is odd"):
+        image_to_rgb(rclpy_image(2, 3, "yuv422_yuy2", 6, bytes(12)))
 
 
 @pytest.mark.parametrize("fields, fragment", [
-    (dict(encoding="yuv422"), "unsupported encoding 'yuv422'"),
+    (dict(encoding="64FC1"), "unsupported encoding '64FC1': expected one of"),
     (dict(width=0), "too small"),
     (dict(height=0, width=0), "too small"),
     (dict(step=5), "step 5 is shorter than one rgb8 row"),
