@@ -2,6 +2,8 @@
 
 Arguments: camera_topic (remapped to the node's ``image``; with input_transport compressed, the node reads
 ``<camera_topic>/compressed``), params_file (default: the installed config/anomaly.yaml), use_sim_time, namespace.
+The node's environment gets FASTDDS_DEFAULT_PROFILES_FILE = the installed config/fastdds_large_images.xml unless it
+is already set or MGCDA_FASTDDS_PROFILE=0 (``mgcda_ros.transport``).
 """
 
 import os
@@ -11,6 +13,8 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from mgcda_ros.transport import profile_environment
 
 PACKAGE = "mgcda_ros"
 
@@ -32,5 +36,7 @@ def generate_launch_description() -> LaunchDescription:
             output="screen",
             parameters=[LaunchConfiguration("params_file"), {"use_sim_time": LaunchConfiguration("use_sim_time")}],
             remappings=[("image", camera_topic), ("image/compressed", [camera_topic, "/compressed"])],
+            # the Fast DDS profile for large images, as the executable applies it (docs/ROS.md)
+            additional_env=profile_environment(),
         ),
     ])

@@ -9,6 +9,7 @@ backlog. Counters and latency percentiles go to /diagnostics at 1 Hz.
 from __future__ import annotations
 
 import array
+import os
 import sys
 import threading
 import time
@@ -24,11 +25,14 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import SetBool
 
-from mgcda_ros.conversions import RejectedImage, check_compressed, check_image, mask_to_mono8, message_to_rgb
+from mgcda_ros.conversions import RejectedImage, check_compressed, check_image, message_to_rgb
 from mgcda_ros.model_loading import ModelLoadError, load_detector
-from mgcda_ros.overlay import anomaly_mask, make_overlay
+from mgcda_ros.overlay import make_overlay
 from mgcda_ros.params import NodeParams, ParameterError
+from mgcda_ros.postprocess import run_network, score_into, threshold_into
+from mgcda_ros.publish_timing import FrameTimer, StepTimes, log_line
 from mgcda_ros.stats import RateMeter, RollingPercentiles
+from mgcda_ros.transport import PROFILE_ENV, apply_default_profile
 
 NODE_NAME = "anomaly_node"
 DIAGNOSTICS_PERIOD_S = 1.0
@@ -81,6 +85,8 @@ class AnomalyNode(Node):
         self._overhead_ms = RollingPercentiles()
         self._overhead_cpu_ms = RollingPercentiles()
         self._age_ms = RollingPercentiles()
+        self._steps = StepTimes()  # per-step times (mgcda_ros.publish_timing)
+        self._score_scratch = np.empty((0, 0), np.float32)  # the score when nobody subscribes to it
         self._input_rate = RateMeter()
         self._processed_rate = RateMeter()
         self._cond = threading.Condition()
@@ -189,23 +195,36 @@ class AnomalyNode(Node):
                 self._counters["dropped_old"] += 1
             return
         cpu_start = time.thread_time()  # this thread's CPU time: the node's own work, whatever the machine load
+        timer = FrameTimer()
         rgb = message_to_rgb(msg, p.max_input_pixels)
-        start, cpu_model_start = time.monotonic(), time.thread_time()
-        score = self.detector(rgb)
-        model_s, cpu_model = time.monotonic() - start, time.thread_time() - cpu_model_start
-        if score.shape != rgb.shape[:2] or score.dtype != np.float32:
-            raise RuntimeError(f"detector returned {score.dtype} {score.shape}, expected float32 {rgb.shape[:2]}")
-        height, width = score.shape
-        mask = anomaly_mask(score, p.threshold)
-        mask_to_mono8(mask, out=self._mask_out.pixels(height, width))
+        timer.lap("decode")
+        cpu_model_start = time.thread_time()
+        network_score = run_network(self.detector, rgb)
+        model_s, cpu_model = timer.lap("model"), time.thread_time() - cpu_model_start
+        height, width = rgb.shape[:2]
+        # the score (4 bytes/pixel) and the overlay (a full-resolution blend) are sent only while someone listens;
+        # the score is computed straight into its message then, else into a reused scratch buffer.
+        score_out = self._score_out if self._score_out is not None and self._score_out.listened() else None
+        if score_out is None and self._score_scratch.shape != (height, width):
+            self._score_scratch = np.empty((height, width), np.float32)
+        score = score_into(self.detector, network_score,
+                           score_out.pixels(height, width) if score_out is not None else self._score_scratch)
+        timer.lap("score_resize")
+        mask = threshold_into(score, p.threshold, self._mask_out.pixels(height, width))
+        timer.lap("threshold")
         self._mask_out.publish(msg.header)
-        # the score (4 bytes/pixel) and the overlay (a full-resolution blend) are large: only while someone listens.
-        if self._score_out is not None and self._score_out.listened():
-            np.copyto(self._score_out.pixels(height, width), score)
-            self._score_out.publish(msg.header)
+        timer.lap("publish_mask")
+        if score_out is not None:
+            score_out.publish(msg.header)
+            timer.lap("publish_score")
         if self._overlay_out is not None and self._overlay_out.listened():
             make_overlay(rgb, mask, p.overlay_alpha, out=self._overlay_out.pixels(height, width))
+            timer.lap("overlay")
             self._overlay_out.publish(msg.header)
+            timer.lap("publish_overlay")
+        self._steps.add(timer)
+        if self.get_logger().get_effective_level() <= rclpy.logging.LoggingSeverity.DEBUG:
+            self.get_logger().debug(log_line(msg.header.frame_id, timer))
         done = time.monotonic()
         self._processed_rate.tick(done)
         self._latency_ms.add((done - received) * 1e3)
@@ -234,6 +253,8 @@ class AnomalyNode(Node):
         values.update({name: str(count) for name, count in counters.items()})
         values["dropped"] = str(counters["dropped_replaced"] + counters["dropped_old"])
         values["last_rejection"] = last_reject
+        values.update(self._steps.diagnostics_values())
+        values["fastdds_profile"] = os.environ.get(PROFILE_ENV, "")  # "" = Fast DDS defaults
         return values
 
     def _publish_diagnostics(self) -> None:
@@ -264,7 +285,9 @@ class AnomalyNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Console script ``anomaly_node``: exit status 0 on shutdown, 2 on invalid parameters or an unusable model."""
+    profile = apply_default_profile()  # before rclpy.init: Fast DDS reads the profile with the first participant
     rclpy.init(args=args)
+    rclpy.logging.get_logger(NODE_NAME).info(f"transport: {profile.reason}")
     node = None
     try:
         node = AnomalyNode()
