@@ -58,19 +58,21 @@ def _die_with_parent() -> None:
 
 class NodeProcess:
     """``anomaly_node`` in a subprocess with parameters from a YAML file written beside its log; ``env`` adds or
-    replaces environment variables of the subprocess (discovery stays on loopback in ``domain_id`` whatever it
-    says)."""
+    replaces environment variables of the subprocess, ``drop_env`` removes some (discovery stays on loopback in
+    ``domain_id`` whatever they say)."""
 
     def __init__(self, params: Mapping[str, Any], domain_id: int, workdir: Path,
                  command: tuple[str, ...] = NODE_COMMAND, ros_args: tuple[str, ...] = (),
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, drop_env: tuple[str, ...] = ()) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.params_file = workdir / "anomaly_params.yaml"
         self.params_file.write_text(yaml.safe_dump({"/**/anomaly_node": {"ros__parameters": dict(params)}}))
         self.log_path = workdir / "anomaly_node.log"
         self._log = open(self.log_path, "wb")  # a file, not a pipe: a full pipe would block the node
         self.process = subprocess.Popen([*command, "--ros-args", "--params-file", str(self.params_file), *ros_args],
-                                        env=ros_env(domain_id, {**os.environ, **(env or {})}), stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=ros_env(domain_id, {k: v for k, v in {**os.environ, **(env or {})}.items()
+                                                                if k not in drop_env}),
+                                        stdout=self._log, stderr=subprocess.STDOUT,
                                         preexec_fn=_die_with_parent)
 
     def output(self) -> str:
