@@ -35,8 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    bgr = cv2.resize(cv2.imread(str(FRAME), cv2.IMREAD_COLOR), (args.width, args.height),
-                     interpolation=cv2.INTER_LINEAR)
+    frame = cv2.imread(str(FRAME), cv2.IMREAD_COLOR)
+    if frame is None:
+        parser.error(f"cannot read {FRAME}")
+    bgr = cv2.resize(frame, (args.width, args.height), interpolation=cv2.INTER_LINEAR)
     rclpy.init(domain_id=int(os.environ["ROS_DOMAIN_ID"]))
     node = rclpy.create_node("camera_sender")
     qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)

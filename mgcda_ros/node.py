@@ -287,10 +287,10 @@ def main(args: list[str] | None = None) -> int:
     """Console script ``anomaly_node``: exit status 0 on shutdown, 2 on invalid parameters or an unusable model."""
     profile = apply_default_profile()  # before rclpy.init: Fast DDS reads the profile with the first participant
     rclpy.init(args=args)
-    rclpy.logging.get_logger(NODE_NAME).info(f"transport: {profile.reason}")
     node = None
     try:
         node = AnomalyNode()
+        node.get_logger().info(f"transport: {profile.reason}")  # after start-up: a failed start stays one line
         rclpy.spin(node)
     except (ParameterError, ModelLoadError) as err:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")

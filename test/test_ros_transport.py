@@ -252,7 +252,7 @@ def test_node_with_defaults_uses_the_profile_and_delivers_a_720p_frames_three_ou
 
         # the profile is active in the node: it says so, and its participant maps a 64 MiB segment
         log = node.output()
-        assert f"transport: Fast DDS profile for large images: {shipped}" in log, log
+        assert f"transport: Fast DDS profile for large images: {shipped}" in log, log  # logged once started
         segments = _shm_segments_mib(node.process.pid)
         assert any(size >= 64 for size in segments.values()), segments
         def processed() -> dict[str, str] | None:
