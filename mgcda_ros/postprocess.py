@@ -53,5 +53,5 @@ def threshold_into(score: np.ndarray, threshold: float, out: np.ndarray) -> np.n
     if out.shape != score.shape or out.dtype != np.uint8:
         raise ValueError(f"out must be a uint8 array of shape {score.shape}, got {out.dtype} {out.shape}")
     # one OpenCV pass gives 0/255 directly: numpy needs a bool temporary and a multiply
-    cv2.compare(score, float(threshold), cv2.CMP_GE, dst=out)
+    cv2.compare(score, float(threshold), cv2.CMP_GE, dst=out)  # type: ignore[call-overload]  # scalar: stubs lack it
     return out
