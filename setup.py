@@ -30,6 +30,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.xml")),
         (f"share/{PACKAGE}/config/presets", glob("config/presets/*.yaml")),
     ],
     install_requires=requirements(),

@@ -4,6 +4,8 @@ Arguments: camera_topic (remapped to the node's ``image``; with input_transport 
 ``<camera_topic>/compressed``), params_file (default: the installed config/anomaly.yaml), use_sim_time, namespace,
 node_name, log_level, respawn (restart the node when it exits), lifecycle (true: the managed variant
 ``anomaly_lifecycle_node``, which starts unconfigured and waits for its lifecycle transitions).
+The node's environment gets FASTDDS_DEFAULT_PROFILES_FILE = the installed config/fastdds_large_images.xml unless it
+is already set or MGCDA_FASTDDS_PROFILE=0 (``mgcda_ros.transport``).
 """
 
 import os
@@ -14,6 +16,8 @@ from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition, UnlessCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
+
+from mgcda_ros.transport import profile_environment
 
 PACKAGE = "mgcda_ros"
 RESPAWN_DELAY_S = 2.0
@@ -33,6 +37,8 @@ def generate_launch_description() -> LaunchDescription:
         ros_arguments=["--log-level", LaunchConfiguration("log_level")],
         respawn=LaunchConfiguration("respawn"),
         respawn_delay=RESPAWN_DELAY_S,
+        # the Fast DDS profile for large images, as the executable applies it (docs/ROS.md)
+        additional_env=profile_environment(),
     )
     return LaunchDescription([
         DeclareLaunchArgument("camera_topic", default_value="/camera/image_raw",

@@ -1,16 +1,24 @@
-"""``python -m mgcda_ros.benchmark``: anomaly_node overhead at 1280x720 (the bar: median < 10 ms on CPU; docs/ROS.md).
+"""``python -m mgcda_ros.benchmark``: the latency a planner sees at 1280x720, and the node's own overhead.
 
-The node runs in its own process (input QoS reliable, see NODE_PARAMS); this process publishes 1280x720 bgr8 frames
-(a real road frame) and subscribes to the mask, score and overlay, one frame at a time (no frame is dropped).
-Input 1280x720 bgr8; one row with only the mask subscribed, one with mask, score and overlay, and that row again
-with Fast DDS's asynchronous publication (``RMW_FASTRTPS_PUBLICATION_MODE=ASYNCHRONOUS`` in the node's
-environment) for comparison: ``publish`` returns sooner, but the outputs reach subscribers later (docs/ROS.md).
-Overhead = receive -> publish minus model time, per frame, measured inside the node (its /diagnostics
-``overhead_p50_ms``/``overhead_p95_ms``): decoding, validation, mask/score/overlay building and publishing. The
-round trip seen from this process (publish -> all three outputs received, DDS transport both ways included)
-minus the node's median model time is reported beside it, and so is the worker thread's CPU time for the same
-work (``overhead_cpu``): on a machine shared with other jobs, wall time includes waiting for a core. The model is the embedded default with a small
-network input and the MSP score: model time is subtracted, so its size does not matter here.
+Planner table (the default run prints it last): a camera process (``mgcda_ros.camera_sender``) publishes 1280x720
+bgr8 frames of a real road scene at 5 Hz, reliable (image_transport's default); ``anomaly_node`` runs in its own
+process; this process subscribes to the mask, score and overlay like a planner, with stock Fast DDS settings (the
+reader's transport settings do not decide the leg). Per frame: camera publish -> last of the three outputs received,
+minus that frame's model time as the node reports it (its per-frame debug line, ``mgcda_ros.publish_timing``);
+p50/p95/max and frames complete (all three outputs received). Rows, in one run: the shipped Fast DDS profile on
+the camera and the node (the node applies it by default); on the node only (a camera driver left at Fast DDS
+defaults); Fast DDS defaults on both (``MGCDA_FASTDDS_PROFILE=0``). docs/ROS.md, "Transport for large images".
+
+Overhead table: the node's receive -> publish time minus model time, measured inside the node (/diagnostics
+``overhead_p50_ms``/``overhead_p95_ms``), one frame at a time from this process: only the mask subscribed; mask,
+score and overlay; and that again with Fast DDS's asynchronous publication (``RMW_FASTRTPS_PUBLICATION_MODE=
+ASYNCHRONOUS`` in the node's environment): ``publish`` returns sooner, but the outputs reach subscribers later
+(docs/ROS.md). The worker thread's CPU time for the same work (``overhead_cpu``) is beside it: on a machine shared
+with other jobs, wall time includes waiting for a core.
+
+The model is the embedded default with a small network input and the node's default score (max_logit): model time
+is subtracted, so the network's size does not matter here. Every process runs with
+ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST in a domain of its own.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -28,9 +37,17 @@ import numpy as np
 WIDTH, HEIGHT = 1280, 720
 # Reliable input: with best effort, 2.7 MB frames are lost in UDP fragmentation on hosts with default socket
 # buffers (measured here: 0 of 10 frames arrived), which would measure the network instead of the node.
-NODE_PARAMS = {"input_width": 128, "input_height": 64, "score": "msp", "max_age_ms": 0.0, "backend": "torch",
+NODE_PARAMS = {"input_width": 128, "input_height": 64, "score": "max_logit", "max_age_ms": 0.0, "backend": "torch",
                "qos_reliability": "reliable"}
 TIMEOUT_S = 120.0
+START_TIMEOUT_S = 600.0  # a node loading its model on a busy 2-core machine took 75 s
+RATE_HZ = 5.0
+WARM_UP_FRAMES = 3
+#: planner rows: (setup, whether the camera gets the shipped profile, the node's extra environment)
+PLANNER_ROWS: tuple[tuple[str, bool, dict[str, str]], ...] = (
+    ("shipped profile on camera and node", True, {}),  # the node applies the profile by default
+    ("profile on the node only", False, {}),
+    ("Fast DDS defaults", False, {"MGCDA_FASTDDS_PROFILE": "0"}))
 
 
 ALL_OUTPUTS = ("anomaly_mask", "anomaly_score", "anomaly_overlay")
@@ -40,7 +57,8 @@ PUBLICATION_MODE_ENV = "RMW_FASTRTPS_PUBLICATION_MODE"
 
 
 def run(quick: bool = False) -> list[dict]:
-    """One row per set of subscribed outputs (the node skips the score and overlay nobody listens to)."""
+    """Overhead table: one row per set of subscribed outputs (the node skips the score and overlay nobody listens
+    to)."""
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # set before rclpy starts in this process
     from mgcda_core.utils.images import read_rgb
     from mgcda_ros.demo import ASSETS
@@ -66,7 +84,7 @@ def _measure(names: tuple[str, ...], mode: str | None, frames: int, bgr: bytes) 
             pub = peer.publisher(Image, "/image", depth=1)  # reliable, as image_transport publishes by default
             outputs = [peer.subscribe(Image, f"/{name}", depth=10) for name in names]
             diagnostics = peer.subscribe(DiagnosticArray, "/diagnostics")
-            wait_until(lambda: pub.get_subscription_count() > 0 or not node.alive(), TIMEOUT_S, "the node")
+            wait_until(lambda: pub.get_subscription_count() > 0 or not node.alive(), START_TIMEOUT_S, "the node")
             if not node.alive():
                 raise RuntimeError(f"anomaly_node exited:\n{node.output()}")
             wait_until(lambda: all(peer.node.count_publishers(f"/{n}") for n in names), TIMEOUT_S, "node outputs")
@@ -103,6 +121,100 @@ def _measure(names: tuple[str, ...], mode: str | None, frames: int, bgr: bytes) 
     }
 
 
+def run_planner(frames: int = 30) -> list[dict]:
+    """Planner table: one row per transport setup (PLANNER_ROWS), ``frames`` measured frames each at 5 Hz."""
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # set before rclpy starts in this process
+    from mgcda_ros.transport import OPT_OUT_ENV, PROFILE_ENV, installed_profile
+
+    shipped = installed_profile()
+    if shipped is None:
+        raise RuntimeError("config/fastdds_large_images.xml is not installed")
+    rows = []
+    for index, (setup, camera_profile, node_env) in enumerate(PLANNER_ROWS):
+        camera_env = {PROFILE_ENV: str(shipped)} if camera_profile else {}
+        drop = (PROFILE_ENV, OPT_OUT_ENV)  # each row decides both processes' transport itself
+        rows.append(_measure_planner(setup, camera_env, node_env, drop, frames, 150 + (os.getpid() + index) % 50))
+    return rows
+
+
+def _measure_planner(setup: str, camera_env: dict, node_env: dict, drop: tuple[str, ...], frames: int,
+                     domain: int) -> dict:
+    from sensor_msgs.msg import Image
+
+    from mgcda_ros.publish_timing import parse_log
+    from mgcda_ros.ros_process import CameraProcess, NodeProcess, Peer, wait_until
+
+    with tempfile.TemporaryDirectory(prefix="mgcda_ros_bench_") as tmp:
+        node = NodeProcess(NODE_PARAMS, domain, Path(tmp), env=node_env,
+                           drop_env=tuple(k for k in drop if k not in node_env),
+                           ros_args=("--log-level", "anomaly_node:=debug"))  # per-frame model time in its log
+        camera = CameraProcess(domain, env=camera_env, drop_env=tuple(k for k in drop if k not in camera_env))
+        peer = Peer("planner", domain)
+        try:
+            outputs = [peer.subscribe(Image, f"/{name}", depth=100) for name in ALL_OUTPUTS]
+            camera.wait_ready(START_TIMEOUT_S)
+            wait_until(lambda: all(peer.node.count_publishers(f"/{n}") for n in ALL_OUTPUTS) or not node.alive(),
+                       START_TIMEOUT_S, "node outputs")
+            if not node.alive():
+                raise RuntimeError(f"anomaly_node exited:\n{node.output()}")
+            _warm_up(camera, outputs)
+            start = time.monotonic()
+            ids = [f"bench{i}" for i in range(frames)]
+            for i, frame_id in enumerate(ids):  # a fixed 5 Hz schedule, as a camera publishes
+                time.sleep(max(0.0, start + i / RATE_HZ - time.monotonic()))
+                camera.send(frame_id)
+            try:  # then wait for stragglers: a frame still missing after this is counted incomplete
+                wait_until(lambda: all(_arrivals(outputs, f) for f in ids), 10.0, "all outputs")
+            except TimeoutError:
+                pass
+            wait_until(lambda: all(f in camera.sent for f in ids), TIMEOUT_S, "the camera's send times")
+            complete = {f: max(a) for f in ids if (a := _arrivals(outputs, f)) is not None}
+            model = wait_until(lambda: _model_times(parse_log(node.output()), complete), TIMEOUT_S,
+                               "the node's per-frame model times")
+            node_log = node.output()
+        finally:
+            peer.close()
+            camera.stop()
+            node.stop()
+    beyond = np.array([(complete[f] - camera.sent[f]) * 1e3 - model[f] for f in complete])
+    has = beyond.size > 0
+    return {
+        "setup": setup, "camera_profile": "yes" if camera_env else "no",
+        "node_profile": "yes" if "transport: Fast DDS profile for large images" in node_log else "no",
+        "frames_complete": f"{len(complete)}/{frames}",
+        "beyond_model_p50_ms": float(np.percentile(beyond, 50)) if has else None,
+        "beyond_model_p95_ms": float(np.percentile(beyond, 95)) if has else None,
+        "beyond_model_max_ms": float(beyond.max()) if has else None,
+        "model_p50_ms": float(np.median(list(model.values()))) if model else None,
+        "meets_20ms_p95_bar": bool(has and len(complete) == frames and np.percentile(beyond, 95) <= 20.0),
+        "load_avg_1min": os.getloadavg()[0],
+    }
+
+
+def _warm_up(camera: Any, outputs: list) -> None:
+    """Until WARM_UP_FRAMES frames in a row came back complete: the node's writers may match this process's readers
+    a little after discovery, and its first frames pay for lazy allocations."""
+    from mgcda_ros.ros_process import wait_until
+
+    done, attempt = 0, 0
+    while done < WARM_UP_FRAMES:
+        attempt += 1
+        if attempt > 20:
+            raise RuntimeError("warm-up frames did not come back complete")
+        frame_id = f"warm{attempt}"
+        camera.send(frame_id)
+        try:
+            wait_until(lambda: _arrivals(outputs, frame_id), 15.0, f"outputs of {frame_id}")
+            done += 1
+        except TimeoutError:
+            done = 0
+
+
+def _model_times(logged: dict[str, dict[str, float]], frames: dict) -> dict[str, float] | None:
+    times = {f: logged[f]["model"] for f in frames if f in logged and "model" in logged[f]}
+    return times if len(times) == len(frames) else None
+
+
 def _arrivals(outputs: list, frame_id: str) -> list[float] | None:
     times = [next((t for t, m in inbox.items if m.header.frame_id == frame_id), None) for inbox in outputs]
     return None if any(t is None for t in times) else times
@@ -116,9 +228,17 @@ def main(argv: list[str] | None = None) -> int:
     from mgcda_core.benchmark.__main__ import format_table
 
     parser = argparse.ArgumentParser(prog="python -m mgcda_ros.benchmark", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="10 frames instead of 40")
+    parser.add_argument("--quick", action="store_true",
+                        help="overhead: 10 frames instead of 40; planner: 10 instead of 30")
+    parser.add_argument("--only", choices=("planner", "overhead"), help="run one table only")
     args = parser.parse_args(argv)
-    print(format_table(run(quick=args.quick)))
+    if args.only != "planner":
+        print("Node overhead (inside the node, one frame at a time):")
+        print(format_table(run(quick=args.quick)), flush=True)
+    if args.only != "overhead":
+        print(f"\nWhat a planner sees: camera publish -> last output received, minus model time "
+              f"({WIDTH}x{HEIGHT} bgr8 at {RATE_HZ:g} Hz; measured under load average {os.getloadavg()[0]:.1f}):")
+        print(format_table(run_planner(10 if args.quick else 30)))
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import array
 import gc
+import os
 import signal
 import sys
 import threading
@@ -35,14 +36,17 @@ from std_srvs.srv import SetBool
 
 from mgcda_core.pipeline.detector import Detector
 from mgcda_ros import ros_parameters
-from mgcda_ros.conversions import RejectedImage, check_compressed, check_image, mask_to_mono8, message_to_rgb
+from mgcda_ros.conversions import RejectedImage, check_compressed, check_image, message_to_rgb
 from mgcda_ros.health import Evidence, assess
 from mgcda_ros.input_qos import InputSubscription, output_event_callbacks
 from mgcda_ros.logs import forward_core_logs, stop_forwarding
 from mgcda_ros.model_loading import ModelLoadError, load_detector
-from mgcda_ros.overlay import anomaly_mask, make_overlay
+from mgcda_ros.overlay import make_overlay
 from mgcda_ros.params import NodeParams, ParameterError
+from mgcda_ros.postprocess import run_network, score_into, threshold_into
+from mgcda_ros.publish_timing import FrameTimer, StepTimes, log_line
 from mgcda_ros.stats import RateMeter, RecentEvents, RollingPercentiles
+from mgcda_ros.transport import PROFILE_ENV, apply_default_profile
 
 NODE_NAME = "anomaly_node"
 DIAGNOSTICS_PERIOD_S = 1.0
@@ -109,6 +113,8 @@ class AnomalyDetection:
         self._overhead_ms = RollingPercentiles()
         self._overhead_cpu_ms = RollingPercentiles()
         self._age_ms = RollingPercentiles()
+        self._steps = StepTimes()  # per-step times (mgcda_ros.publish_timing)
+        self._score_scratch = np.empty((0, 0), np.float32)  # the score when nobody subscribes to it
         self._input_rate = RateMeter()
         self._processed_rate = RateMeter()
         self._errors = RecentEvents(params.diagnostics_window_s)
@@ -302,25 +308,39 @@ class AnomalyDetection:
         if self._drop_stale(p, stamp):
             return
         cpu_start = time.thread_time()  # this thread's CPU time: the node's own work, whatever the machine load
+        timer = FrameTimer()
         rgb = message_to_rgb(msg, p.max_input_pixels, p.input_bit_depth)
-        start, cpu_model_start = time.monotonic(), time.thread_time()
-        score = detector(rgb)
-        model_s, cpu_model = time.monotonic() - start, time.thread_time() - cpu_model_start
-        if score.shape != rgb.shape[:2] or score.dtype != np.float32:
-            raise RuntimeError(f"detector returned {score.dtype} {score.shape}, expected float32 {rgb.shape[:2]}")
-        height, width = score.shape
-        mask = anomaly_mask(score, p.threshold)
+        timer.lap("decode")
+        cpu_model_start = time.thread_time()
+        network_score = run_network(detector, rgb)
+        model_s, cpu_model = timer.lap("model"), time.thread_time() - cpu_model_start
+        height, width = rgb.shape[:2]
         mask_out, score_out, overlay_out = (self._outputs[t] for t in ("anomaly_mask", "anomaly_score",
                                                                         "anomaly_overlay"))
-        mask_to_mono8(mask, out=mask_out.pixels(height, width))
+        # the score (4 bytes/pixel) and the overlay (a full-resolution blend) are sent only while someone listens;
+        # the score is computed straight into its message then, else into a reused scratch buffer.
+        send_score = p.publish_score and score_out.listened()
+        if not send_score and self._score_scratch.shape != (height, width):
+            self._score_scratch = np.empty((height, width), np.float32)
+        score = score_into(detector, network_score,
+                           score_out.pixels(height, width) if send_score else self._score_scratch)
+        timer.lap("score_resize")
+        mask = threshold_into(score, p.threshold, mask_out.pixels(height, width))
+        timer.lap("threshold")
         mask_out.publish(msg.header)
-        # the score (4 bytes/pixel) and the overlay (a full-resolution blend) are large: only while someone listens.
-        if p.publish_score and score_out.listened():
-            np.copyto(score_out.pixels(height, width), score)
+        timer.lap("publish_mask")
+        if send_score:
             score_out.publish(msg.header)
+            timer.lap("publish_score")
         if p.publish_overlay and overlay_out.listened():
             make_overlay(rgb, mask, p.overlay_alpha, out=overlay_out.pixels(height, width))
+            timer.lap("overlay")
             overlay_out.publish(msg.header)
+            timer.lap("publish_overlay")
+        self._steps.add(timer)
+        logger = self.node.get_logger()
+        if logger.get_effective_level() <= rclpy.logging.LoggingSeverity.DEBUG:
+            logger.debug(log_line(msg.header.frame_id, timer))
         done = time.monotonic()
         self._processed_rate.tick(done)
         self._latency_ms.add((done - received) * 1e3)
@@ -368,6 +388,8 @@ class AnomalyDetection:
                        "recent_rejected": str(evidence.rejected), "last_error": evidence.last_error,
                        "last_rejection": evidence.last_rejection,
                        "stale_clock_offset_ms": f"{evidence.clock_offset_ms:.1f}"})
+        values.update(self._steps.diagnostics_values())
+        values["fastdds_profile"] = os.environ.get(PROFILE_ENV, "")  # "" = Fast DDS defaults
         return values
 
     def _report_silence(self, evidence: Evidence) -> None:
@@ -414,6 +436,7 @@ def _spin(executor: SingleThreadedExecutor) -> None:
 
 def main(args: list[str] | None = None) -> int:
     """Console script ``anomaly_node``: exit status 0 on shutdown, 2 on invalid parameters or an unusable model."""
+    profile = apply_default_profile()  # before rclpy.init: Fast DDS reads the profile with the first participant
     # Ctrl-C and SIGTERM (launch's shutdown) raise KeyboardInterrupt in this thread, which loads the model while
     # another thread spins: rclpy's own handler would only invalidate the context under the loading code.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -427,6 +450,7 @@ def main(args: list[str] | None = None) -> int:
         spinner.start()
         node.detection.configure()
         node.detection.activate()
+        node.get_logger().info(f"transport: {profile.reason}")  # after start-up: a failed start stays one line
         spinner.join()
     except (ParameterError, ModelLoadError) as err:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")

@@ -58,19 +58,21 @@ def _die_with_parent() -> None:
 
 class NodeProcess:
     """``anomaly_node`` in a subprocess with parameters from a YAML file written beside its log; ``env`` adds or
-    replaces environment variables of the subprocess (discovery stays on loopback in ``domain_id`` whatever it
-    says)."""
+    replaces environment variables of the subprocess, ``drop_env`` removes some (discovery stays on loopback in
+    ``domain_id`` whatever they say)."""
 
     def __init__(self, params: Mapping[str, Any], domain_id: int, workdir: Path,
                  command: tuple[str, ...] = NODE_COMMAND, ros_args: tuple[str, ...] = (),
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, drop_env: tuple[str, ...] = ()) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.params_file = workdir / "anomaly_params.yaml"
         self.params_file.write_text(yaml.safe_dump({"/**/anomaly_node": {"ros__parameters": dict(params)}}))
         self.log_path = workdir / "anomaly_node.log"
         self._log = open(self.log_path, "wb")  # a file, not a pipe: a full pipe would block the node
         self.process = subprocess.Popen([*command, "--ros-args", "--params-file", str(self.params_file), *ros_args],
-                                        env=ros_env(domain_id, {**os.environ, **(env or {})}), stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=ros_env(domain_id, {k: v for k, v in {**os.environ, **(env or {})}.items()
+                                                                if k not in drop_env}),
+                                        stdout=self._log, stderr=subprocess.STDOUT,
                                         preexec_fn=_die_with_parent)
 
     def output(self) -> str:
@@ -95,6 +97,63 @@ class NodeProcess:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+        return self.process.returncode
+
+
+class CameraProcess:
+    """``python -m mgcda_ros.camera_sender`` in a subprocess: a camera publishing 1280x720 bgr8 frames on ``topic``
+    on demand, with its own Fast DDS settings (``env``: e.g. ``FASTDDS_DEFAULT_PROFILES_FILE``; discovery stays on
+    loopback in ``domain_id`` whatever it says). ``send`` publishes one frame; ``sent`` maps frame_id to the
+    monotonic time just before its publish (system-wide clock, comparable with this process's)."""
+
+    def __init__(self, domain_id: int, env: Mapping[str, str] | None = None, topic: str = "/image",
+                 width: int = 1280, height: int = 720, drop_env: tuple[str, ...] = ()) -> None:
+        base = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in drop_env}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mgcda_ros.camera_sender", "--topic", topic, "--width", str(width),
+             "--height", str(height)], env=ros_env(domain_id, base), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, bufsize=1, preexec_fn=_die_with_parent)
+        self.lines: list[str] = []
+        self.sent: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._lock:
+                self.lines.append(line.rstrip("\n"))
+                parts = line.split()
+                if len(parts) == 3 and parts[0] == "sent":
+                    self.sent[parts[1]] = float(parts[2])
+
+    def output(self) -> str:
+        with self._lock:
+            return "\n".join(self.lines)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Until its publisher matched a subscriber (RuntimeError with its output if it exited first)."""
+        def ready() -> bool:
+            if self.process.poll() is not None and "ready" not in self.lines:
+                raise RuntimeError(f"camera_sender exited with {self.process.returncode}:\n{self.output()}")
+            return "ready" in self.lines
+        wait_until(ready, timeout, "the camera's publisher to match a subscriber")
+
+    def send(self, frame_id: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(frame_id + "\n")
+        self.process.stdin.flush()
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.process.poll() is None:
+            try:
+                self.send("quit")
+                self.process.wait(timeout=timeout)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(timeout=2.0)
         return self.process.returncode
 
 
