@@ -2,7 +2,8 @@
 
 Builds a rosbag2 (mcap) from the real RoadAnomaly road frames in ``mgcda_ros/assets/road_anomaly`` (JPEG
 ``CompressedImage`` camera topic plus mono8 ground-truth masks), replays it through the node's default detector
-(embedded Cityscapes-trained ESPNetv2, a training-free score; nothing downloads, no ../shared needed) and writes
+(the MGCDA network shipped in the package on the embedded Cityscapes-trained ESPNetv2; nothing downloads, no
+../shared needed) and writes
 ``metrics.json``, PR/ROC plots, a gallery, overlay PNGs and an output bag with the node's three topics.
 """
 
@@ -40,7 +41,7 @@ def build_demo_bag(path: Path, assets: Path = ASSETS) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mgcda_ros.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
-    parser.add_argument("--score", default=NodeParams().score, help=f"training-free score (default {NodeParams().score})")
+    parser.add_argument("--score", default=NodeParams().score, help=f"anomaly score (default {NodeParams().score}, the shipped network's)")
     args = parser.parse_args(argv)
     input_bag, output_bag = args.out / "input_bag", args.out / "anomaly_bag"
     for existing in (input_bag, output_bag):

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mgcda_core.model.shipped import SHIPPED_SCORE
 from mgcda_core.pipeline.detector import SIZE_MULTIPLE
-from mgcda_core.pipeline.scores import SCORES, TRAINING_FREE
+from mgcda_core.pipeline.scores import SCORES
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 TRANSPORTS = ("raw", "compressed")
@@ -75,8 +76,8 @@ class NodeParams:
                               low=SIZE_MULTIPLE, high=MAX_INPUT_SIDE, step=SIZE_MULTIPLE)
     input_height: int = _param(256, "network input height", low=SIZE_MULTIPLE, high=MAX_INPUT_SIDE,
                                step=SIZE_MULTIPLE)
-    score: str = _param("max_logit", "anomaly score; dissimilarity/ensemble need a trained model_path",
-                        choices=SCORES)
+    score: str = _param(SHIPPED_SCORE, "anomaly score: dissimilarity/ensemble of the trained network (model_path, "
+                                       "or the one shipped in the package), or a training-free one", choices=SCORES)
     threshold: float = _param(0.5, "anomaly_mask = calibrated score >= threshold", runtime=True, low=0.0, high=1.0)
     overlay_alpha: float = _param(0.5, "tint strength of anomalous pixels in anomaly_overlay", runtime=True,
                                   low=0.0, high=1.0)
@@ -117,9 +118,6 @@ class NodeParams:
             _refuse("device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
         if self.input_bit_depth not in BIT_DEPTHS:
             _refuse("input_bit_depth", self.input_bit_depth, "0 (detect) or a bit depth in [8, 16]")
-        if self.score not in TRAINING_FREE and not self.model_path:
-            _refuse("score", self.score, f"a training-free score ({', '.join(TRAINING_FREE)}) when model_path is "
-                    "empty: the others need a trained dissimilarity network")
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> NodeParams:

@@ -25,9 +25,9 @@ def test_binned_metrics_match_exact_ones_within_a_bin() -> None:
     scores, labels = _frames(12)
     normal, anomaly = frame_histograms(scores, labels, bins=4096)
     binned = binned_metrics(normal.sum(0, keepdims=True), anomaly.sum(0, keepdims=True))
-    valid = np.concatenate([(l != 255).ravel() for l in labels])
+    valid = np.concatenate([(lab != 255).ravel() for lab in labels])
     flat_scores = np.concatenate([s.ravel() for s in scores])[valid]
-    flat_labels = np.concatenate([l.ravel() for l in labels])[valid]
+    flat_labels = np.concatenate([lab.ravel() for lab in labels])[valid]
     exact, _ = fishyscapes_metrics(flat_scores, flat_labels == 1)
     # 4096 quantile bins over ~13,000 pixels: a bin holds ~3 pixels, so ties within bins move metrics by < 1e-3
     assert binned["AP"][0] == pytest.approx(average_precision_score(flat_labels, flat_scores), abs=1e-3)

@@ -91,9 +91,9 @@ class CamVidBackgrounds:
 class RealVoidClass:
     """V: ``reader``'s frames labelled by the VoidClass rule (see the module doc)."""
 
-    def __init__(self, reader: CityscapesPix2Pix, config: VoidClassConfig = VoidClassConfig()) -> None:
+    def __init__(self, reader: CityscapesPix2Pix, config: VoidClassConfig | None = None) -> None:
         self.reader = reader
-        self.config = config
+        self.config = config if config is not None else VoidClassConfig()
         self.frames = [Named(frame.name) for frame in reader.frames]
 
     def __len__(self) -> int:

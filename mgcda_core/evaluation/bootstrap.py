@@ -19,7 +19,7 @@ METRICS = ("AP", "FPR95", "AUROC")
 
 
 def _edges(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], bins: int) -> np.ndarray:
-    valid = np.concatenate([s[(l == 0) | (l == 1)].ravel() for s, l in zip(scores, labels)])
+    valid = np.concatenate([s[(lab == 0) | (lab == 1)].ravel() for s, lab in zip(scores, labels)])
     if valid.size == 0:
         raise ValueError("no pixel is labelled 0 or 1: nothing to evaluate")
     edges = np.unique(np.quantile(valid.astype(np.float64), np.linspace(0, 1, bins + 1)[1:-1]))
