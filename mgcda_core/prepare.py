@@ -36,6 +36,7 @@ from mgcda_core.data.anomalymix import AnomalyMix, AnomalyMixConfig
 from mgcda_core.data.camvid import CamVid
 from mgcda_core.data.cityscapes import LabelledFrame
 from mgcda_core.data.cityscapes_pix2pix import CityscapesPix2Pix
+from mgcda_core.data.layout import LABEL_FOLDER, LAYOUT_FOLDERS, PRIOR_FOLDERS, SEMANTIC_FOLDER
 from mgcda_core.data.objects import coco_yolo_objects, figure_ground_objects, mask_folder_objects, split_identities
 from mgcda_core.data.real_domains import (
     CamVidBackgrounds,
@@ -44,7 +45,6 @@ from mgcda_core.data.real_domains import (
     RealAnomalyMix,
     RealVoidClass,
 )
-from mgcda_core.data.layout import LABEL_FOLDER, LAYOUT_FOLDERS, PRIOR_FOLDERS, SEMANTIC_FOLDER
 from mgcda_core.data.voidclass import VoidClass, VoidClassConfig
 from mgcda_core.pipeline.stages import InferenceStages, StageOutputs
 from mgcda_core.utils.atomic import atomic_write_json
