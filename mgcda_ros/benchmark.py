@@ -1,4 +1,4 @@
-"""``python -m mgcda_ros.benchmark``: anomaly_node overhead at 1280x720 (SPEC §10: median < 10 ms on CPU).
+"""``python -m mgcda_ros.benchmark``: anomaly_node overhead at 1280x720 (bar: median < 10 ms on CPU, README's Benchmarks).
 
 The node runs in its own process (input QoS reliable, see NODE_PARAMS); this process publishes 1280x720 bgr8 frames
 (a real road frame) and subscribes to the mask, score and overlay, one frame at a time (no frame is dropped).

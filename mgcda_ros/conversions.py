@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image as PILImage
 from rosbags.image.image import convert_color
 
-#: encoding -> (channels, numpy dtype) of the raw encodings the node accepts (SPEC §7).
+#: encoding -> (channels, numpy dtype) of the raw encodings the node accepts (docs/ROS.md).
 SUPPORTED_ENCODINGS: dict[str, tuple[int, str]] = {
     "rgb8": (3, "u1"),
     "bgr8": (3, "u1"),

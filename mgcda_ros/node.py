@@ -1,4 +1,4 @@
-"""``anomaly_node``: pixel-wise road anomaly masks, scores and overlays from a camera topic (SPEC §7).
+"""``anomaly_node``: pixel-wise road anomaly masks, scores and overlays from a camera topic (docs/ROS.md).
 
 Threading: the subscription callback only validates the message layout (O(1)) and keeps the newest frame in a
 one-slot mailbox; a worker thread decodes, runs the detector and publishes. A frame replaced in the slot before

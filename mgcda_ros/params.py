@@ -26,7 +26,7 @@ class ParameterError(ValueError):
 
 @dataclass(frozen=True)
 class NodeParams:
-    """Parameters of ``anomaly_node`` (SPEC §7)."""
+    """Parameters of ``anomaly_node`` (docs/ROS.md, Parameters)."""
 
     #: inference runtime: torch, onnxruntime, tensorrt, or auto (best available for model_path and device)
     backend: str = "auto"

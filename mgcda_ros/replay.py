@@ -1,4 +1,4 @@
-"""Rosbag replay evaluation (SPEC §8): ``python -m mgcda_ros.replay BAG --image-topic T [--gt-topic G] ...``.
+"""Rosbag replay evaluation (docs/ROS.md): ``python -m mgcda_ros.replay BAG --image-topic T [--gt-topic G] ...``.
 
 Runs the node's detector (same parameters, same loader) over every frame of an image topic in a rosbag2
 (sqlite3/mcap, with or without metadata.yaml) or ROS 1 bag, pairs ground-truth masks by header stamp, writes

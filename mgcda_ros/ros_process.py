@@ -1,7 +1,7 @@
 """Run ``anomaly_node`` in its own process and talk to it from another (tests and the overhead benchmark).
 
 Every ROS process started here gets ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and an explicit
-``ROS_DOMAIN_ID`` (SPEC §9: DDS traffic stays on loopback). Waiting is always on a condition (discovery,
+``ROS_DOMAIN_ID`` (README: DDS traffic stays on loopback). Waiting is always on a condition (discovery,
 a message) with a deadline, never a fixed sleep.
 """
 

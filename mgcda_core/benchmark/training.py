@@ -3,7 +3,7 @@ MGCDA with the opt-in strided D_o (``mdat.do_stride: 2``).
 
 Each variant is the real ``TrainStep`` (forward, both backward passes, both optimiser steps) on one fixed
 in-memory batch of 4 V + 4 A images with anomaly rectangles; warm-up steps, then the median of N steps. Rows
-give ratios to the baseline (SPEC §10 bar: full ≤ 1.25x) and the CACL share of the full step (bar ≤ 10%),
+give ratios to the baseline (README's Benchmarks bar: full ≤ 1.25x) and the CACL share of the full step (bar ≤ 10%),
 measured two ways: CACL's own work timed alone (sampling + projector + loss, forward and backward), and the
 difference full − MDAT.
 

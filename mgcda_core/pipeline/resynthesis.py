@@ -1,4 +1,4 @@
-"""Resynthesis of an image from its semantic map (SPEC §2 step 3): a training-free default and a SPADE-style
+"""Resynthesis of an image from its semantic map (Synboost's step 3; docs/PIPELINE.md): a training-free default and a SPADE-style
 generator for user weights. Both map N x H x W train ids (plus the image, for the fallback) to N x 3 x H x W RGB
 in [0, 1]."""
 
