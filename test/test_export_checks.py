@@ -204,6 +204,26 @@ def test_float32_error_is_zero_without_arithmetic_and_rounding_sized_with_it() -
     assert next(graph.parameters()).dtype == torch.float32
 
 
+class NearTies(torch.nn.Module):
+    """Two logits equal in exact arithmetic (x * 3 / 3 and x) that float32 rounding sets an ulp apart at some
+    pixels: the argmax there depends on rounding, and the output carries it at full scale."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        first = image[:, :1]
+        logits = torch.cat((first * 3 / 3, first), 1)
+        return logits.argmax(1, keepdim=True).to(image.dtype) + logits.max(1, keepdim=True).values
+
+
+def test_float32_error_keeps_the_float32_runs_decisions() -> None:
+    image = np.random.default_rng(6).random((1, 3, 64, 128), dtype=np.float32)
+    first = torch.from_numpy(image[:, :1])
+    single = torch.cat((first * 3 / 3, first), 1).argmax(1)
+    double = torch.cat((first.double() * 3 / 3, first.double()), 1).argmax(1)
+    assert (single != double).any()  # float64 alone would pick the other class at some pixels, a difference of 1
+    output, error = float32_error(NearTies(), image)
+    assert output.max() > 1 and error <= np.spacing(np.float32(2.0))  # only the max's rounding is left
+
+
 def _with_initializer_scaled(model: onnx.ModelProto, name: str, factor: float) -> onnx.ModelProto:
     changed = onnx.ModelProto()
     changed.CopyFrom(model)

@@ -81,11 +81,11 @@ def symbolic_shapes(graph: torch.nn.Module, enabled: bool) -> Iterator[None]:
     previous = [module.symbolic_shapes for module in flagged]
     try:
         for module in flagged:
-            module.symbolic_shapes = enabled
+            setattr(module, "symbolic_shapes", enabled)  # noqa: B010 (an attribute of some submodules only)
         yield
     finally:
         for module, value in zip(flagged, previous):
-            module.symbolic_shapes = value
+            setattr(module, "symbolic_shapes", value)  # noqa: B010
 
 
 def export_to_proto(graph: torch.nn.Module, config: ExportConfig = ExportConfig()) -> onnx.ModelProto:
@@ -104,7 +104,7 @@ def export_to_proto(graph: torch.nn.Module, config: ExportConfig = ExportConfig(
     with warnings.catch_warnings(), torch.no_grad(), symbolic_shapes(graph, config.dynamic):
         # The TorchScript exporter announces its own deprecation on every call; the choice is documented above.
         warnings.simplefilter("ignore")
-        torch.onnx.export(
+        torch.onnx.export(  # type: ignore[arg-type]  # documented to take a file-like object; the hint omits it
             graph, (example,), buffer, dynamo=False, opset_version=config.opset, export_params=True,
             # PRESERVE exports the eval-mode graph without the eval "peephole" pass that folds BatchNorm into
             # Conv (and renames the weights); no constant folding for the same reason. ORT/TensorRT fold at load.
@@ -146,8 +146,9 @@ class _Decisions(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
-        along_dim = len(args) > 1 or "dim" in kwargs
-        if name not in ("argmax", "max", "min") or (name != "argmax" and not along_dim):
+        dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+        # max/min of two tensors (elementwise) or of all elements choose nothing that later code indexes with
+        if name not in ("argmax", "max", "min") or (name != "argmax" and not isinstance(dim, int)):
             return func(*args, **kwargs)
         if not self.replay:
             result = func(*args, **kwargs)
@@ -156,7 +157,6 @@ class _Decisions(TorchFunctionMode):
         index = self.choices.pop(0)
         if name == "argmax":
             return index
-        dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
         keepdim = kwargs.get("keepdim", args[2] if len(args) > 2 else False)
         gathered = args[0].gather(dim, index if keepdim else index.unsqueeze(dim))
         values = gathered if keepdim else gathered.squeeze(dim)
