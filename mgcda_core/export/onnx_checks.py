@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -104,7 +105,7 @@ def tensorrt_problems(model: onnx.ModelProto, supported: SupportedOps | None = N
     return problems
 
 
-def _resize_problems(name: str, attributes: dict[str, object]) -> list[str]:
+def _resize_problems(name: str, attributes: dict[str, Any]) -> list[str]:
     def text(key: str, default: str) -> str:
         value = attributes.get(key, default)
         return value.decode() if isinstance(value, bytes) else str(value)

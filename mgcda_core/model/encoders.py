@@ -52,6 +52,9 @@ class PyramidEncoder(nn.Module):
 class ImageNetToLite(nn.Module):
     """Re-normalises ImageNet-normalised RGB to EfficientNet-Lite's (255·x − 127) / 128 input (a fixed affine map)."""
 
+    scale: Tensor  # buffers (registered in __init__)
+    shift: Tensor
+
     def __init__(self) -> None:
         super().__init__()
         mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
