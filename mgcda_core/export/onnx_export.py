@@ -104,8 +104,11 @@ def export_to_proto(graph: torch.nn.Module, config: ExportConfig = ExportConfig(
     with warnings.catch_warnings(), torch.no_grad(), symbolic_shapes(graph, config.dynamic):
         # The TorchScript exporter announces its own deprecation on every call; the choice is documented above.
         warnings.simplefilter("ignore")
-        torch.onnx.export(  # type: ignore[arg-type]  # documented to take a file-like object; the hint omits it
-            graph, (example,), buffer, dynamo=False, opset_version=config.opset, export_params=True,
+        # torch.onnx.export is documented to take a file-like object; its type hint omits it.
+        torch.onnx.export(
+            graph, (example,),
+            buffer,  # type: ignore[arg-type]
+            dynamo=False, opset_version=config.opset, export_params=True,
             # PRESERVE exports the eval-mode graph without the eval "peephole" pass that folds BatchNorm into
             # Conv (and renames the weights); no constant folding for the same reason. ORT/TensorRT fold at load.
             training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False,
@@ -116,7 +119,7 @@ def export_to_proto(graph: torch.nn.Module, config: ExportConfig = ExportConfig(
     return model
 
 
-NOISE_FACTOR = 4.0
+NOISE_FACTOR = 8.0
 
 
 @dataclass(frozen=True)
@@ -197,8 +200,11 @@ def allowed_difference(expected: np.ndarray, error: float, noise_factor: float =
 
     Both results lie within their rounding error of the exact value, so they differ by at most the sum of the two
     errors. The other implementation (ONNX Runtime, TensorRT fp32: other accumulation order and blocking,
-    Conv+BatchNorm folded, vectorised exp/tanh) may be up to three times less accurate than PyTorch: ``noise_factor``
-    (4) x ``error``. One float32 spacing at the output's largest magnitude is added to ``error``, so that a graph
+    Conv+BatchNorm folded, vectorised exp/tanh) may be up to seven times less accurate than PyTorch: ``noise_factor``
+    (8) x ``error``. On the test checkpoint's graph at 256x512, ONNX Runtime on an AVX-512 CPU was 3.4e-4 from
+    PyTorch, whose float32 error on the dissimilarity network alone is 1.2e-4 (docs/DEPLOYMENT.md): about three
+    times. The factor leaves room for other CPUs' kernels; a real mismatch (a weight 0.1 % off, a wrong operator)
+    lands orders of magnitude above. One float32 spacing at the output's largest magnitude is added to ``error``, so that a graph
     PyTorch computes exactly (``error`` 0: copies, comparisons) still leaves room for the last rounding of another
     kernel. ``error`` is measured on the same input, so the bound follows the graph's conditioning on every CPU.
     """

@@ -93,7 +93,7 @@ class EfficientNetLite0(nn.Module):
         stem = scale_channels(STEM_CHANNELS, width)
         self._conv_stem = Conv2dSame(3, stem, 3, 2)
         self._bn0 = _bn(stem)
-        blocks: list[nn.Module] = []
+        blocks: list[MBConvBlock] = []
         self.level_ends: list[int] = []  # index of the last block before each resolution change
         total = sum(stage[0] for stage in LITE0_STAGES)
         in_ch = stem
