@@ -21,11 +21,14 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 EXTENDS_KEY = "extends"
 
@@ -173,7 +176,7 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     args = typing.get_args(hint)
     if hint is Any:
         return value
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return from_dict(hint, value, path)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:

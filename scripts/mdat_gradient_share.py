@@ -5,7 +5,7 @@ Usage: .venv/bin/python scripts/mdat_gradient_share.py runs/study/runs/mdat/seed
 For each finished study run (``done.json`` + ``train/checkpoints/latest.pt``) it rebuilds the run's training
 config from the recorded command, loads the trained network and classifiers, and averages the gradient norms with
 respect to the dissimilarity network's parameters over the first 5 batches of epoch 0, with the domain labels of
-τ = 1, 0.75 and 0.5 (eq. 1). An investigation tool for docs/RESULTS.md (issue 7), not part of the package.
+τ = 1, 0.75 and 0.5 (eq. 1). An investigation tool for docs/RESULTS.md, not part of the package.
 """
 import json
 import shlex

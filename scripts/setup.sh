@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-echo "[setup] installing requirements (torch, ROS 2 Kilted wheels, onnxruntime, ...)"
-.venv/bin/python -m pip install --quiet -r requirements.txt
+echo "[setup] installing requirements (torch, ROS 2 Kilted wheels, onnxruntime, ...) and CI's checkers"
+.venv/bin/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
 .venv/bin/python -m pip install --quiet --no-deps -e .
 echo "[setup] done: $(.venv/bin/python -c 'import torch, rclpy; print("torch", torch.__version__, "| rclpy ok")')"

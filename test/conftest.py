@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-# SPEC §9: no DDS traffic may leave loopback; subprocesses inherit this environment.
+# README: no DDS traffic may leave loopback; subprocesses inherit this environment.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(40 + os.getpid() % 60))
 

@@ -15,19 +15,27 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from mgcda_core.export.__main__ import main
 from mgcda_core.export.onnx_checks import (
     SUPPORTED_OPS_FILE,
-    check_io,
     check_tensorrt_compatible,
     exported_parameter_count,
     load_supported_ops,
+    parameter_initializers,
     tensorrt_problems,
 )
-from mgcda_core.export.onnx_export import ExportConfig, export_onnx, export_to_proto, fp32_noise_floor
+from mgcda_core.export.onnx_export import (
+    NOISE_FACTOR,
+    ExportConfig,
+    check_agreement,
+    export_onnx,
+    export_to_proto,
+    float32_error,
+)
 from mgcda_core.export.tensorrt_builder import BuildConfig, profile_for, to_mixed_precision
+from mgcda_core.graph_io import check_io
 
 SMALL = ExportConfig(height=64, width=128)
 
@@ -54,6 +62,11 @@ class TinyScorer(torch.nn.Module):
 class UsesUnique(torch.nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return image[:, :1] * torch.unique(image).numel()
+
+
+class FirstChannel(torch.nn.Module):
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return image[:, :1]
 
 
 def make_model(op: str = "Relu", input_name: str = "image", channels: int = 3, extra_output: bool = False,
@@ -120,16 +133,44 @@ def test_export_keeps_parameters_and_matches_torch(tmp_path: Path) -> None:
     graph = TinyScorer().eval()
     report = export_onnx(graph, tmp_path / "tiny.onnx", SMALL)
     model = onnx.load(str(tmp_path / "tiny.onnx"))
-    names = [name for name, _ in graph.named_parameters()]
+    parameters = {name: p.detach().numpy() for name, p in graph.named_parameters()}
     by_hand = (3 * 9 * 8 + 8) + 2 * 8 + 8 + (8 + 1)  # conv, BatchNorm affine, PReLU, head
-    assert exported_parameter_count(model, names) == sum(p.numel() for p in graph.parameters()) == by_hand
+    assert exported_parameter_count(model, parameters) == sum(p.numel() for p in graph.parameters()) == by_hand
     with pytest.raises(ValueError, match="absent from the ONNX initializers"):
-        exported_parameter_count(model, names + ["not.a.parameter"])
+        exported_parameter_count(model, {**parameters, "not.a.parameter": np.full(5, 7.0, np.float32)})
     image = np.random.default_rng(0).random((1, 3, 64, 128), dtype=np.float32)
     (onnx_out,) = ort.InferenceSession(str(tmp_path / "tiny.onnx")).run(None, {"image": image})
     with torch.no_grad():
         assert np.abs(onnx_out - graph(torch.from_numpy(image)).numpy()).max() <= 1e-5
-    assert report.max_abs_diff_onnxruntime_vs_torch <= 1e-5 and report.noise_floor is None
+    assert report.max_abs_diff_onnxruntime_vs_torch <= report.max_abs_diff_allowed
+    assert report.max_abs_diff_allowed == NOISE_FACTOR * (report.float32_error + np.spacing(np.float32(
+        report.output_max_abs)))
+
+
+class TwoFreshBatchNorms(torch.nn.Module):
+    """Two untrained BatchNorms: equal weights (ones) and biases (zeros), which the exporter stores once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn_1, self.bn_2 = torch.nn.BatchNorm2d(8), torch.nn.BatchNorm2d(8)
+        self.head = torch.nn.Conv2d(8, 1, 1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.head(self.bn_2(torch.relu(self.bn_1(self.conv(image)))))
+
+
+def test_parameters_merged_by_the_exporter_still_count() -> None:
+    graph = TwoFreshBatchNorms().eval()
+    model = export_to_proto(graph, SMALL)
+    parameters = {name: p.detach().numpy() for name, p in graph.named_parameters()}
+    names = {init.name for init in model.graph.initializer}
+    assert not set(parameters) <= names  # some BatchNorm parameters were merged into one initializer
+    holders = parameter_initializers(model, parameters)
+    assert set(holders) == set(parameters) and set(holders.values()) <= names
+    assert all(np.array_equal(parameters[name], numpy_helper.to_array(
+        next(i for i in model.graph.initializer if i.name == holder))) for name, holder in holders.items())
+    assert exported_parameter_count(model, parameters) == (3 * 9 * 8 + 8) + 2 * (2 * 8) + (8 + 1)
 
 
 def test_dynamic_export_runs_at_other_sizes() -> None:
@@ -150,10 +191,66 @@ def test_export_config_refuses_sizes_the_pipeline_cannot_take() -> None:
         ExportConfig(height=250, width=512)
 
 
-def test_noise_floor_is_zero_without_convolutions_and_small_with_them() -> None:
+def test_float32_error_is_zero_without_arithmetic_and_rounding_sized_with_it() -> None:
     image = np.random.default_rng(2).random((1, 3, 64, 128), dtype=np.float32)
-    assert fp32_noise_floor(UsesUnique().eval(), image) == 0.0
-    assert 0.0 <= fp32_noise_floor(TinyScorer().eval(), image) < 1e-5
+    output, error = float32_error(FirstChannel(), image)
+    assert error == 0.0 and np.array_equal(output, image[:, :1])
+    graph = TinyScorer().eval()
+    output, error = float32_error(graph, image)
+    with torch.no_grad():
+        assert np.array_equal(output, graph(torch.from_numpy(image)).numpy())  # the float32 graph is untouched
+    # sigmoid outputs in (0, 1) after a 27- and an 8-term sum: rounding, far below one 2^-16 step
+    assert 0.0 < error < 2.0**-16
+    assert next(graph.parameters()).dtype == torch.float32
+
+
+class NearTies(torch.nn.Module):
+    """Two logits equal in exact arithmetic (x * 3 / 3 and x) that float32 rounding sets an ulp apart at some
+    pixels: the argmax there depends on rounding, and the output carries it at full scale."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        first = image[:, :1]
+        logits = torch.cat((first * 3 / 3, first), 1)
+        return logits.argmax(1, keepdim=True).to(image.dtype) + logits.max(1, keepdim=True).values
+
+
+def test_float32_error_keeps_the_float32_runs_decisions() -> None:
+    image = np.random.default_rng(6).random((1, 3, 64, 128), dtype=np.float32)
+    first = torch.from_numpy(image[:, :1])
+    single = torch.cat((first * 3 / 3, first), 1).argmax(1)
+    double = torch.cat((first.double() * 3 / 3, first.double()), 1).argmax(1)
+    assert (single != double).any()  # float64 alone would pick the other class at some pixels, a difference of 1
+    output, error = float32_error(NearTies(), image)
+    assert output.max() > 1 and error <= np.spacing(np.float32(2.0))  # only the max's rounding is left
+
+
+def _with_initializer_scaled(model: onnx.ModelProto, name: str, factor: float) -> onnx.ModelProto:
+    changed = onnx.ModelProto()
+    changed.CopyFrom(model)
+    (initializer,) = [i for i in changed.graph.initializer if i.name == name]
+    initializer.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(initializer) * factor, name))
+    return changed
+
+
+def _with_op_replaced(model: onnx.ModelProto, op: str, by: str) -> onnx.ModelProto:
+    changed = onnx.ModelProto()
+    changed.CopyFrom(model)
+    (node,) = [n for n in changed.graph.node if n.op_type == op]
+    node.op_type = by
+    del node.input[1:]  # PRelu's slope: Relu has one input
+    return changed
+
+
+def test_agreement_check_refuses_a_broken_graph() -> None:
+    graph = TinyScorer().eval()
+    model = export_to_proto(graph, SMALL)
+    image = np.random.default_rng(5).random((1, 3, 64, 128), dtype=np.float32)
+    agreement = check_agreement(model, graph, image)
+    assert agreement.max_abs_diff <= agreement.allowed and agreement.float32_error > 0
+    # a weight 0.1 % off (as a wrong BatchNorm fold would make it), a PReLU exported as ReLU
+    for broken in (_with_initializer_scaled(model, "head.weight", 1.001), _with_op_replaced(model, "PRelu", "Relu")):
+        with pytest.raises(ValueError, match="differs from PyTorch by .* computes something else"):
+            check_agreement(broken, graph, image)
 
 
 def test_mixed_precision_conversion_for_tensorrt_11() -> None:

@@ -28,7 +28,7 @@ def _inputs(batch: int = 2, num_classes: int = 19, seed: int = 0) -> tuple[torch
     return image, synthesis, semantic, prior
 
 
-# Channel counts from SPEC §2.4 (VGG16 64/128/256/512) and EfficientNet-Lite0's stages (16/24/40/112), x0.25.
+# Channel counts from docs/MODEL.md (VGG16 64/128/256/512) and EfficientNet-Lite0's stages (16/24/40/112), x0.25.
 @pytest.mark.parametrize(("name", "channels", "strides"), [
     ("vgg16", (16, 32, 64, 128), (1, 2, 4, 8)),
     ("vgg16_bn", (16, 32, 64, 128), (1, 2, 4, 8)),
@@ -75,7 +75,7 @@ def _spade_block(c: int, labels: int = 19, hidden: int = 128) -> int:
 
 
 def _expected_vgg16_parameters(prior: bool, corr: bool) -> int:
-    """DissimNetPrior(vgg16, width 1) parameter count from SPEC §2.4 / Appendix A layer specs."""
+    """DissimNetPrior(vgg16, width 1) parameter count from docs/MODEL.md's layer specs (Synboost's code)."""
     vgg = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
            (256, 512), (512, 512), (512, 512)]
     encoder = sum(_conv(i, o, 3) for i, o in vgg)

@@ -12,6 +12,7 @@ import onnx
 import pytest
 
 from mgcda_core.export.__main__ import main
+from mgcda_core.export.onnx_export import allowed_difference, float32_error
 from mgcda_core.pipeline.detector import Detector, build_graph
 from mgcda_core.runtime.factory import make_runtime
 from mgcda_core.runtime.onnx_runtime import OnnxRuntime
@@ -45,7 +46,7 @@ def test_written_atomically_with_a_sidecar(default_onnx: Path) -> None:
     assert sidecar["outputs"][0]["shape"] == [1, 1, 256, 512]
     assert sidecar["opset"] == [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")][0] == 17
     assert sidecar["description"]["score"] == "max_logit" and sidecar["description"]["checkpoint"] is None
-    assert sidecar["max_abs_diff_onnxruntime_vs_torch"] <= 1e-4
+    assert sidecar["max_abs_diff_onnxruntime_vs_torch"] <= sidecar["max_abs_diff_allowed"]
 
 
 def test_every_operator_is_in_the_tensorrt_list(default_onnx: Path) -> None:
@@ -63,7 +64,8 @@ def test_onnxruntime_matches_torch_at_256x512(default_onnx: Path, torch_runtime:
     expected, actual = torch_runtime.run(image), onnx_runtime.run(image)
     assert actual.shape == expected.shape == (1, 1, 256, 512)
     assert expected.std() > 0.1  # a real score map, not a constant
-    assert np.abs(actual - expected).max() <= 1e-4
+    _, error = float32_error(torch_runtime.graph, image)
+    assert np.abs(actual - expected).max() <= allowed_difference(expected, error)
 
 
 def test_detectors_agree_across_runtimes(default_onnx: Path, torch_runtime: TorchRuntime, caplog) -> None:
@@ -76,6 +78,10 @@ def test_detectors_agree_across_runtimes(default_onnx: Path, torch_runtime: Torc
     by_onnx = Detector(chosen, "max_logit")
     raw_torch, raw_onnx = by_torch.raw_score(rgb), by_onnx.raw_score(rgb)
     assert raw_torch.shape == raw_onnx.shape == (300, 500)
-    assert np.abs(raw_torch - raw_onnx).max() <= 1e-4
-    assert np.abs(by_torch(rgb) - by_onnx(rgb)).max() <= 1e-4
+    # Bilinear resizing takes convex combinations and the logistic calibration has slope 1/(4 x 1.5) < 1, so
+    # neither enlarges the network outputs' difference, whose float32 bound is the graph's.
+    network_output, error = float32_error(torch_runtime.graph, by_torch.preprocess(rgb))
+    bound = allowed_difference(network_output, error)
+    assert np.abs(raw_torch - raw_onnx).max() <= bound
+    assert np.abs(by_torch(rgb) - by_onnx(rgb)).max() <= bound
     assert by_onnx.info["backend"] == "onnxruntime"

@@ -63,7 +63,7 @@ def test_missing_data_folder_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("overrides", "message"), [
     (["train.batch_size=5"], "train.batch_size 5 must split evenly over the 2 domains"),
     (["mdat.tau_b=0.3"], "mdat: tau_b must lie in [0.5, 1], got 0.3"),
-    (["mdat.do_stride=3"], "mdat: do_stride must be 1 (per-pixel map, the SPEC's) or 2, got 3"),
+    (["mdat.do_stride=3"], "mdat: do_stride must be 1 (per-pixel map, the paper's) or 2, got 3"),
     (["loss.class_weights_mode=given"], "class_weights (normal, anomaly) must be given exactly"),
     (["train.amp=maybe"], "'train.amp'"),
     (["optim.betas=[0.9, 1.0]"], "betas must lie in [0, 1)"),

@@ -1,4 +1,4 @@
-"""Training-layout dataset (SPEC §4) and the deterministic two-domain batch order."""
+"""Training-layout dataset (docs/DATA.md) and the deterministic two-domain batch order."""
 
 from __future__ import annotations
 

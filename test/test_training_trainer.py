@@ -135,7 +135,7 @@ Trainer(load_train_config(config_path, overrides), cpu, show_progress=False).fit
 
 
 def test_sigkill_mid_checkpoint_resumes_from_last_complete_one(domains: tuple[Path, Path], tmp_path: Path) -> None:
-    """SPEC §10 fault test with a real SIGKILL: the process dies halfway through writing the step-4 checkpoint;
+    """Fault test (docs/TRAINING.md, resume) with a real SIGKILL: the process dies halfway through writing the step-4 checkpoint;
     latest.pt still holds step 2, and resuming from it ends bit-identical to an uninterrupted run."""
     full = Trainer(tiny_config(domains, tmp_path / "full", "checkpoint.every=2"), CPU, show_progress=False)
     assert full.fit().step == 6

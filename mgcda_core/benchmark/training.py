@@ -3,7 +3,7 @@ MGCDA with the opt-in strided D_o (``mdat.do_stride: 2``).
 
 Each variant is the real ``TrainStep`` (forward, both backward passes, both optimiser steps) on one fixed
 in-memory batch of 4 V + 4 A images with anomaly rectangles; warm-up steps, then the median of N steps. Rows
-give ratios to the baseline (SPEC §10 bar: full ≤ 1.25x) and the CACL share of the full step (bar ≤ 10%),
+give ratios to the baseline (README's Benchmarks bar: full ≤ 1.25x) and the CACL share of the full step (bar ≤ 10%),
 measured two ways: CACL's own work timed alone (sampling + projector + loss, forward and backward), and the
 difference full − MDAT.
 
@@ -14,9 +14,11 @@ with D_o base 8 (the same scaling). Random initialisation (nothing downloads).
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -111,14 +113,14 @@ def run(quick: bool) -> list[dict]:
                                generator=torch.Generator(device=device).manual_seed(0))
         contrastive_loss(projector(features), sample, 0.1).backward()
 
-    fns: dict[str, Callable[[], object]] = {name: (lambda s=s: s(batch, 0)) for name, s in steps.items()}
+    fns: dict[str, Callable[[], object]] = {name: functools.partial(s, batch, 0) for name, s in steps.items()}
     flops = {name: call_flops(fn) for name, fn in fns.items()}
     fns[CACL_ALONE] = cacl_only
     flops[CACL_ALONE] = call_flops(cacl_only)
     times = interleaved_medians(fns, warmup, repeats, device)
 
     base, full, mdat_only = times["baseline"], times[FULL], times["+MDAT"]
-    rows = [{"setting": setting, "variant": name, "step_ms": 1000 * times[name], "x_baseline": times[name] / base,
+    rows: list[dict[str, Any]] = [{"setting": setting, "variant": name, "step_ms": 1000 * times[name], "x_baseline": times[name] / base,
              "GFLOP": flops[name] / 1e9, "x_baseline_flops": flops[name] / flops["baseline"]} for name in steps]
     for row in rows:
         if row["variant"].startswith("MGCDA"):

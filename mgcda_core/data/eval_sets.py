@@ -1,4 +1,4 @@
-"""Readers for the evaluation sets in their released layouts (SPEC section 4).
+"""Readers for the evaluation sets in their released layouts (docs/DATA.md).
 
 Every reader yields ``EvalSample(name, image HxWx3 uint8 RGB, label HxW uint8)`` with labels 0 normal,
 1 anomaly, 255 ignore; a label value the set does not define is an error naming the file.

@@ -1,4 +1,4 @@
-"""Synboost's training layout (SPEC §4) as a dataset, and the deterministic two-domain batch order.
+"""Synboost's training layout (docs/DATA.md) as a dataset, and the deterministic two-domain batch order.
 
 ``<root>/{original,synthesis,semantic,labels,entropy,logit_distance,mae_features}/<same names>.png``:
 RGB image and resynthesis, uint8 train ids (255 = void), uint8 labels {0 normal, 1 anomaly, 255 ignore}, three

@@ -1,4 +1,4 @@
-"""Deterministic procedural road scenes in the exact Cityscapes, COCO and Fishyscapes formats (SPEC §4).
+"""Deterministic procedural road scenes in the exact Cityscapes, COCO and Fishyscapes formats (docs/DATA.md).
 
 ``python -m mgcda_core.data.procedural --out DIR --seed S [--frames N] [--size HxW] [--workers W]`` writes
 

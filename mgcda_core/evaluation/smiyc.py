@@ -126,7 +126,8 @@ def smiyc_pixel_metrics(curve: Curve) -> dict:
     """AP (trapezoid), FPR95, AUROC and the best-F1 threshold of a binned curve; fractions in [0, 1].
 
     ``AP_step`` is the step-wise sum over the same bins, which the reference code switched to in later
-    versions (commit 6bc8f37, "to match sklearn"); ``AP`` stays the trapezoid as SPEC section 5 requires.
+    versions (commit 6bc8f37, "to match sklearn"); ``AP`` stays the
+    trapezoid (docs/EVALUATION.md).
     """
     fpr95, fpr95_threshold = fpr_at_tpr(curve, 0.95)
     f1, f1_threshold = best_f1(curve)

@@ -39,7 +39,7 @@ Shape = tuple[int, ...]
 
 @dataclass(frozen=True)
 class EngineKey:
-    """Everything a serialized TensorRT engine depends on (SPEC section 6)."""
+    """Everything a serialized TensorRT engine depends on (docs/DEPLOYMENT.md, engine cache rules)."""
 
     onnx_sha256: str
     tensorrt_version: str

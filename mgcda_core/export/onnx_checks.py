@@ -1,4 +1,5 @@
-"""Static checks of an ONNX model: TensorRT operator support, input/output contract, parameter count.
+"""Static checks of an ONNX model: TensorRT operator support and parameter count (the input/output contract is
+``mgcda_core.graph_io``).
 
 The operator list is the TensorRT ONNX parser's own support matrix (``tensorrt_supported_ops.txt``, header names
 its source and version); the few per-operator restrictions our graphs can hit are checked here as well.
@@ -7,17 +8,16 @@ its source and version); the few per-operator restrictions our graphs can hit ar
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 SUPPORTED_OPS_FILE = Path(__file__).with_name("tensorrt_supported_ops.txt")
-
-INPUT_NAME = "image"
 
 # Restrictions from the same support matrix (docs/operators.md, Resize and TopK rows).
 RESIZE_MODES = {"nearest", "linear"}
@@ -105,7 +105,7 @@ def tensorrt_problems(model: onnx.ModelProto, supported: SupportedOps | None = N
     return problems
 
 
-def _resize_problems(name: str, attributes: dict[str, object]) -> list[str]:
+def _resize_problems(name: str, attributes: dict[str, Any]) -> list[str]:
     def text(key: str, default: str) -> str:
         value = attributes.get(key, default)
         return value.decode() if isinstance(value, bytes) else str(value)
@@ -131,66 +131,43 @@ def check_tensorrt_compatible(model: onnx.ModelProto, supported: SupportedOps | 
         raise ValueError("ONNX model is not TensorRT-compatible: " + "; ".join(problems))
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    """Name, element type and shape (ints, or strings for symbolic dimensions) of a graph input or output."""
-
-    name: str
-    dtype: str
-    shape: tuple[int | str, ...]
-
-    def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
-
-
-def tensor_specs(values: Iterable[onnx.ValueInfoProto]) -> list[TensorSpec]:
-    specs = []
-    for value in values:
-        tensor_type = value.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor_type.shape.dim)
-        specs.append(TensorSpec(value.name, onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name, dims))
-    return specs
-
-
-def check_io(model: onnx.ModelProto, input_name: str = INPUT_NAME,
-             size: tuple[int, int] | None = None) -> tuple[TensorSpec, TensorSpec]:
-    """Check that ``model`` is an inference graph: one float32 input ``input_name`` of shape N x 3 x H x W
-    (H, W fixed to ``size`` when given and the model's dims are fixed) and one float32 output.
-
-    Raises ValueError naming what differs.
-    """
-    initializer_names = {init.name for init in model.graph.initializer}
-    inputs = [spec for spec in tensor_specs(model.graph.input) if spec.name not in initializer_names]
-    outputs = tensor_specs(model.graph.output)
-    if len(inputs) != 1 or inputs[0].name != input_name:
-        raise ValueError(f"ONNX model inputs are {[s.name for s in inputs]}, expected exactly one named {input_name!r}")
-    spec = inputs[0]
-    if spec.dtype != "float32" or len(spec.shape) != 4 or spec.shape[1] != 3:
-        raise ValueError(f"ONNX input {input_name!r} is {spec.dtype} {list(spec.shape)}, "
-                         "expected float32 N x 3 x H x W")
-    if size is not None:
-        for axis, wanted in zip((2, 3), size):
-            if isinstance(spec.shape[axis], int) and spec.shape[axis] != wanted:
-                raise ValueError(f"ONNX input {input_name!r} has fixed shape {list(spec.shape)}, "
-                                 f"expected H x W = {size[0]} x {size[1]}")
-    if len(outputs) != 1 or outputs[0].dtype != "float32":
-        raise ValueError(f"ONNX outputs are {[(s.name, s.dtype) for s in outputs]}, expected one float32 output")
-    return spec, outputs[0]
-
-
 def initializer_numel(model: onnx.ModelProto) -> dict[str, int]:
     """Number of elements of each initializer (from dims, without loading external data)."""
     return {init.name: int(np.prod(init.dims, dtype=np.int64)) for init in model.graph.initializer}
 
 
-def exported_parameter_count(model: onnx.ModelProto, parameter_names: Iterable[str]) -> int:
-    """Elements of ``model``'s initializers that are the given (torch) parameters.
+def parameter_initializers(model: onnx.ModelProto, parameters: Mapping[str, np.ndarray]) -> dict[str, str]:
+    """For each of ``parameters`` (torch name -> values) that ``model`` carries, the initializer holding it.
 
-    Every name must be present: a parameter the exporter folded or renamed would otherwise silently go uncounted.
+    That is the initializer of the same name, or, where the exporter's initializer deduplication (the TorchScript
+    exporter's ``deduplicate_initializers`` pass) merged parameters of identical values into one (the ones and
+    zeros of freshly initialised BatchNorms, say), the initializer of identical shape and values that was kept
+    (another parameter's or a buffer's).
+    Parameters the graph never uses are not exported and not in the result.
     """
-    numel = initializer_numel(model)
-    names = set(parameter_names)
-    missing = sorted(names - set(numel))
+    names = {init.name for init in model.graph.initializer}
+    holders = {name: name for name in parameters if name in names}
+    missing = [name for name in parameters if name not in names]
+    if missing:
+        kept = {_value_key(numpy_helper.to_array(init)): init.name for init in model.graph.initializer}
+        for name in missing:
+            twin = kept.get(_value_key(parameters[name]))
+            if twin is not None:
+                holders[name] = twin
+    return holders
+
+
+def _value_key(array: np.ndarray) -> tuple[str, tuple[int, ...], bytes]:
+    return array.dtype.str, array.shape, np.ascontiguousarray(array).tobytes()
+
+
+def exported_parameter_count(model: onnx.ModelProto, parameters: Mapping[str, np.ndarray]) -> int:
+    """Elements of the given (torch) parameters that ``model`` carries (``parameter_initializers``).
+
+    Every parameter must be carried: one the exporter folded or renamed would otherwise silently go uncounted.
+    """
+    holders = parameter_initializers(model, parameters)
+    missing = sorted(set(parameters) - set(holders))
     if missing:
         raise ValueError(f"{len(missing)} parameter(s) absent from the ONNX initializers, e.g. {missing[:5]}")
-    return sum(numel[name] for name in names)
+    return sum(int(parameters[name].size) for name in holders)

@@ -1,8 +1,8 @@
 """Which parameters an exported inference graph carries, per component, against the baseline network's.
 
-SPEC section 3: MGCDA's training-only modules (domain classifiers D_f and D_o, the contrastive projector) must
-not reach the deployed network, so the exported dissimilarity parameters must equal a freshly built baseline
-``DissimNetPrior`` of the same architecture.
+MGCDA's training-only modules (domain classifiers D_f and D_o, the contrastive projector; Zhang et al., ACM MM
+2023, section 3, and docs/TRAINING.md) must not reach the deployed network, so the exported dissimilarity
+parameters must equal a freshly built baseline ``DissimNetPrior`` of the same architecture.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import onnx
 import torch
 
-from mgcda_core.export.onnx_checks import initializer_numel
+from mgcda_core.export.onnx_checks import initializer_numel, parameter_initializers
 from mgcda_core.utils.flops import count_parameters
 
 # Top-level components of ``InferenceGraph`` (attribute paths, as the exporter names initializers).
@@ -30,31 +30,33 @@ def parameter_report(model: onnx.ModelProto, graph: torch.nn.Module) -> dict[str
     """Exported parameter elements per component, the baseline ``DissimNetPrior`` count when the graph has one,
     and the elements of initializers that are no parameter (buffers such as BatchNorm statistics, constants).
 
-    Raises ValueError when the exported dissimilarity parameters differ from the baseline's.
+    A parameter counts as exported when the ONNX carries its values (``parameter_initializers``: under its name,
+    or merged with identical ones). A frozen dissimilarity encoder that the graph shares with the perceptual
+    extractor (``InferenceGraph.share_features``) runs as the extractor, so its parameters are exported under
+    ``stages.uncertainty`` and are expected missing from ``dissimilarity``. Raises ValueError when the exported
+    dissimilarity parameters differ from the baseline's.
     """
-    numel = initializer_numel(model)
     parameters = dict(graph.named_parameters())
+    values = {name: p.detach().cpu().numpy() for name, p in parameters.items()}
     exported: dict[str, int] = {}
-    for name, count in numel.items():
-        if name in parameters:
-            exported[component_of(name)] = exported.get(component_of(name), 0) + count
+    for name in parameter_initializers(model, values):
+        exported[component_of(name)] = exported.get(component_of(name), 0) + parameters[name].numel()
     report: dict[str, Any] = {
         "exported_parameters": sum(exported.values()),
         "exported_parameters_by_component": dict(sorted(exported.items())),
-        "non_parameter_initializer_elements": sum(c for n, c in numel.items() if n not in parameters),
+        "non_parameter_initializer_elements": sum(c for n, c in initializer_numel(model).items()
+                                                  if n not in parameters),
     }
     dissimilarity = getattr(graph, "dissimilarity", None)
     if dissimilarity is not None and "dissimilarity" in exported:
         from mgcda_core.model.dissimilarity import DissimNetPrior
 
-        network = DissimNetPrior(**dissimilarity.architecture, pretrained=False)
-        baseline = count_parameters(network)
-        if getattr(graph, "share_features", False):
-            # a frozen encoder shared with the perceptual difference is exported once, as the extractor's weights
-            baseline -= count_parameters(network.encoder)
-            report["shared_encoder_parameters"] = count_parameters(network.encoder)
+        baseline = count_parameters(DissimNetPrior(**dissimilarity.architecture, pretrained=False))
+        shared = count_parameters(dissimilarity.encoder) if getattr(graph, "share_features", False) else 0
         report["baseline_dissimnet_parameters"] = baseline
-        if exported["dissimilarity"] != baseline:
+        report["shared_encoder_parameters"] = shared
+        if exported["dissimilarity"] != baseline - shared:
             raise ValueError(f"exported dissimilarity network has {exported['dissimilarity']} parameters, the baseline "
-                             f"DissimNetPrior{dissimilarity.architecture} has {baseline}")
+                             f"DissimNetPrior{dissimilarity.architecture} has {baseline}"
+                             + (f" of which {shared} run as the shared perceptual encoder" if shared else ""))
     return report

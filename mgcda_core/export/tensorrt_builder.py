@@ -25,7 +25,8 @@ from types import ModuleType
 import onnx
 
 from mgcda_core.export.engine_cache import CachedEngine, EngineCache, EngineKey, Shape
-from mgcda_core.export.onnx_checks import INPUT_NAME, check_io, check_tensorrt_compatible
+from mgcda_core.export.onnx_checks import check_tensorrt_compatible
+from mgcda_core.graph_io import INPUT_NAME, check_io
 from mgcda_core.utils.atomic import atomic_write_bytes
 
 LOG = logging.getLogger(__name__)

@@ -212,19 +212,19 @@ def _count_table(taken: Tensor, domain: Tensor, n_anchor: int) -> dict[str, int]
     per_domain = torch.zeros((len(DOMAIN_NAMES), taken.shape[1]), dtype=torch.long, device=taken.device)
     per_domain.index_add_(0, domain, taken)
     images = torch.bincount(domain, minlength=len(DOMAIN_NAMES))
-    table, images = per_domain.tolist(), images.tolist()
+    table, image_counts = per_domain.tolist(), images.tolist()
     counts: dict[str, int] = {}
     for d, name in enumerate(DOMAIN_NAMES):
         row = dict(zip(_TAKEN_NAMES, table[d]))
         anchors = row["anchors_hard"] + row["anchors_easy"]
         negatives = row["negatives_hard"] + row["negatives_easy"]
-        requested_negatives = (_HARD_NEGATIVE_FACTOR + _EASY_NEGATIVE_FACTOR) * n_anchor * images[d]
-        counts.update({f"{name}/images": images[d], **{f"{name}/{key}": value for key, value in row.items()}})
+        requested_negatives = (_HARD_NEGATIVE_FACTOR + _EASY_NEGATIVE_FACTOR) * n_anchor * image_counts[d]
+        counts.update({f"{name}/images": image_counts[d], **{f"{name}/{key}": value for key, value in row.items()}})
         counts.update({
             f"{name}/anchors": anchors,
             f"{name}/negatives": negatives,
-            f"{name}/anchors_shortfall": n_anchor * images[d] - anchors,
-            f"{name}/positives_shortfall": POSITIVE_FACTOR * n_anchor * images[d] - row["positives"],
+            f"{name}/anchors_shortfall": n_anchor * image_counts[d] - anchors,
+            f"{name}/positives_shortfall": POSITIVE_FACTOR * n_anchor * image_counts[d] - row["positives"],
             f"{name}/negatives_shortfall": requested_negatives - negatives,
         })
     return counts

@@ -1,4 +1,4 @@
-"""Synboost's dissimilarity network ``DissimNetPrior`` (SPEC §2.4 and Appendix A).
+"""Synboost's dissimilarity network ``DissimNetPrior`` (Di Biase et al., CVPR 2021, and its code giandbt/synboost; docs/MODEL.md).
 
 Per level l = 1..4 (strides ``s·1, s·2, s·4, s·8`` with s = 1 for VGG, 2 for EfficientNet-Lite0):
     F_l = Conv1x1([E(x)_l, E(x_syn)_l, S(onehot)_l])                         fusion

@@ -2,7 +2,7 @@
 
 Both are fully convolutional with 3x3 convs, stride 1 and padding 1, so the domain map P has the input's
 spatial size (one domain decision per pixel). D_o optionally strides its first four convs by 2 (``stride=2``,
-as AdaptSegNet/AdvEnt discriminators do): a map at 1/16 resolution for about 1/100 of the cost; the SPEC's D_o is
+as AdaptSegNet/AdvEnt discriminators do): a map at 1/16 resolution for about 1/100 of the cost; the paper's D_o is
 ``stride=1``. ReLU between convs, nothing after the last: the raw output
 is regressed onto the labels tau / 1 - tau by the least-squares losses in ``mgcda_core.losses.mdat``.
 They are never part of the inference graph or the exported network.
@@ -70,7 +70,7 @@ class OutputDomainClassifier(_DomainClassifier):
 
     Input: softmax(logits)[:, 1:2] of the dissimilarity network (``in_channels=1``). ``base_channels``
     (default 32, the paper's) scales the widths 1x, 2x, 4x, 8x; smaller values keep tests cheap. ``stride``
-    1 (the SPEC's, one decision per pixel) or 2 (the first four convs strided: one decision per 16x16 cell).
+    1 (the paper's, one decision per pixel) or 2 (the first four convs strided: one decision per 16x16 cell).
     """
 
     def __init__(self, in_channels: int = 1, base_channels: int = 32, stride: int = 1) -> None:

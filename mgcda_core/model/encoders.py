@@ -1,4 +1,4 @@
-"""Siamese image encoders for the dissimilarity network (SPEC §2.4): each returns a 4-level feature pyramid.
+"""Siamese image encoders for the dissimilarity network (docs/MODEL.md): each returns a 4-level feature pyramid.
 
 Every encoder takes ImageNet-normalised RGB (B x 3 x H x W) and returns four feature maps whose channel counts
 are ``encoder.out_channels`` and whose strides relative to the input are ``encoder.strides``:
@@ -51,6 +51,9 @@ class PyramidEncoder(nn.Module):
 
 class ImageNetToLite(nn.Module):
     """Re-normalises ImageNet-normalised RGB to EfficientNet-Lite's (255·x − 127) / 128 input (a fixed affine map)."""
+
+    scale: Tensor  # buffers (registered in __init__)
+    shift: Tensor
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""Spatially-adaptive normalisation (SPADE, Park et al. 2019) as Synboost's decoder uses it (SPEC Appendix A)."""
+"""Spatially-adaptive normalisation (SPADE, Park et al. 2019) as Synboost's decoder uses it (giandbt/synboost; docs/MODEL.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The inference pipeline: segmentation → resynthesis → uncertainty → dissimilarity → score (SPEC §2).
+"""The inference pipeline: segmentation → resynthesis → uncertainty → dissimilarity → score (docs/PIPELINE.md).
 
 - ``InferenceStages`` / ``StageOutputs``: the front half shared by ``prepare`` and inference (``stages.py``);
 - ``InferenceGraph``: the exportable torch graph, image → raw score or a prefix (``graph.py``);

@@ -79,7 +79,7 @@ class InferenceGraph(nn.Module):
             return out.uncertainty
         if self.output == "synthesis":
             return out.synthesis
-        semantic = one_hot(out.semantic, out.logits.shape[1])
+        semantic = one_hot(out.semantic, out.logits.shape[1], out.logits.dtype)
         if self.share_features:  # the frozen encoder is the perceptual extractor: reuse its pyramid
             n = image.shape[0]
             levels = out.features[: len(self.dissimilarity.encoder.out_channels)]

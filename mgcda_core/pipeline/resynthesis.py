@@ -1,4 +1,4 @@
-"""Resynthesis of an image from its semantic map (SPEC §2 step 3): a training-free default and a SPADE-style
+"""Resynthesis of an image from its semantic map (Synboost's step 3; docs/PIPELINE.md): a training-free default and a SPADE-style
 generator for user weights. Both map N x H x W train ids (plus the image, for the fallback) to N x 3 x H x W RGB
 in [0, 1]."""
 
@@ -15,10 +15,10 @@ from mgcda_core.model.segmentation.base import load_exact, read_state_dict
 from mgcda_core.model.spade import SPADE
 
 
-def one_hot(semantic: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
-    """N x H x W int64 train ids → N x C x H x W float one-hot (exportable: comparison with an arange)."""
+def one_hot(semantic: torch.Tensor, num_classes: int = NUM_CLASSES, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """N x H x W int64 train ids → N x C x H x W one-hot of ``dtype`` (exportable: comparison with an arange)."""
     classes = torch.arange(num_classes, device=semantic.device).view(1, -1, 1, 1)
-    return (semantic.unsqueeze(1) == classes).to(torch.float32)
+    return (semantic.unsqueeze(1) == classes).to(dtype)
 
 
 def class_mean_colours(image: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
@@ -53,7 +53,7 @@ class ClassMeanResynthesis(nn.Module):
         self.smooth = smooth
 
     def forward(self, semantic: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        onehot = one_hot(semantic, self.num_classes)
+        onehot = one_hot(semantic, self.num_classes, image.dtype)
         # each pixel picks its class's colour: (N x 3 x C) @ (N x C x HW)
         colours = class_mean_colours(image, onehot).transpose(1, 2)
         synthesis = torch.matmul(colours, onehot.flatten(2)).view(image.shape)
@@ -102,7 +102,7 @@ class SPADEGenerator(nn.Module):
         self.conv_img = nn.Conv2d(widths[-1], 3, 3, padding=1)
 
     def forward(self, semantic: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
-        segmap = one_hot(semantic, self.num_classes)
+        segmap = one_hot(semantic, self.num_classes, self.fc.weight.dtype)
         factor = 2 ** self.num_up
         x = self.fc(F.interpolate(segmap, size=(segmap.shape[-2] // factor, segmap.shape[-1] // factor), mode="nearest"))
         x = self.head(x, segmap)

@@ -1,6 +1,6 @@
 """Anomaly scores: pure functions, higher = more anomalous, N x C x H x W logits → N x H x W raw scores.
 
-Training-free rows of the MGCDA paper's comparison (SPEC §2) and the Synboost scores:
+Training-free rows of the MGCDA paper's comparison (Zhang et al., ACM MM 2023) and the Synboost scores:
 - ``msp``          1 - max_c softmax(l)_c                          (Hendrycks & Gimpel 2017)
 - ``entropy``      -Σ_c p_c log p_c / log C, in [0, 1]             (normalised by its maximum log C)
 - ``max_logit``    -max_c l_c                                       (Hendrycks et al. 2022)

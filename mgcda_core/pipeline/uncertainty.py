@@ -1,4 +1,4 @@
-"""The three uncertainty maps fed to the dissimilarity network as its prior (Synboost, SPEC §2 step 2, Appendix A).
+"""The three uncertainty maps fed to the dissimilarity network as its prior (Synboost, Di Biase et al., CVPR 2021; docs/PIPELINE.md).
 
 Per-image normalisation follows Synboost's code exactly (giandbt/synboost @ eaa4d3a5), so maps computed here
 match its published preprocessed training data:
@@ -67,7 +67,7 @@ def normalise_min_max(x: torch.Tensor) -> torch.Tensor:
 
 def perceptual_difference(features_image: Sequence[torch.Tensor], features_synthesis: Sequence[torch.Tensor],
                           weights: Sequence[float], size: tuple[int, int]) -> torch.Tensor:
-    """Raw perceptual difference Σ_l w_l · up(mean_c |f_l(x) - f_l(x_syn)|) → N x H x W (SPEC §2 step 2).
+    """Raw perceptual difference Σ_l w_l · up(mean_c |f_l(x) - f_l(x_syn)|) → N x H x W (docs/PIPELINE.md).
 
     Each level's channel-mean absolute difference is bilinearly upsampled to ``size`` before weighting.
     """

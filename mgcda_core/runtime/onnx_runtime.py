@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from mgcda_core.export.onnx_checks import INPUT_NAME, check_io
+from mgcda_core.graph_io import INPUT_NAME, check_io
 
 
 def _cuda_index(device: str) -> int:

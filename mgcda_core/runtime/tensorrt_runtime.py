@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from mgcda_core.export.engine_cache import read_sidecar, verify_engine
-from mgcda_core.export.onnx_checks import INPUT_NAME
 from mgcda_core.export.tensorrt_builder import cuda_device_identity, import_tensorrt
+from mgcda_core.graph_io import INPUT_NAME
 
 
 def _torch_dtype(trt, dtype) -> torch.dtype:

@@ -1,4 +1,4 @@
-"""Small-scale reproduction of MGCDA's Table 3 ablation (issue 7): ``python -m mgcda_core.study``.
+"""Small-scale reproduction of MGCDA's Table 3 ablation (docs/RESULTS.md): ``python -m mgcda_core.study``.
 
 Modules: ``config`` (study settings, Table 3 rows), ``data`` (procedural data, prepare, target split),
 ``runner`` (one row × seed: train, evaluate, done marker), ``curves`` (TensorBoard scalars → PNG, adversarial

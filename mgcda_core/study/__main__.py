@@ -1,6 +1,6 @@
 """``python -m mgcda_core.study --out DIR [--rows ROW ...] [--seeds 0 1 2] [--budget short|long]``
 
-Reproduces MGCDA's Table 3 at small scale (issue 7): procedural data (two source styles, a held-out target
+Reproduces MGCDA's Table 3 at small scale (docs/RESULTS.md): procedural data (two source styles, a held-out target
 style), every row's preset trained with the tiny model of ``config/study.yaml``, each run evaluated on the
 target's validation and test splits and on RoadAnomaly (AP, FPR95, AUROC), aggregated to ``DIR/results.md``
 and ``DIR/results.json`` after every run. Interrupt and re-run the same command: finished runs are skipped and

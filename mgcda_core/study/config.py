@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from mgcda_core.config_loader import load_config
+from mgcda_core.pipeline.scores import SCORES, TRAINING_FREE
 
 
 class Row(NamedTuple):
@@ -99,10 +100,10 @@ class StudyEvaluation:
     road_anomaly: Path = Path("../shared/data/road_anomaly_dev")
 
     def __post_init__(self) -> None:
-        allowed = ("dissimilarity", "ensemble")
+        allowed = tuple(s for s in SCORES if s not in TRAINING_FREE)
         if not self.scores or any(s not in allowed for s in self.scores):
             raise ValueError(f"scores must be a non-empty list of {allowed}, got {list(self.scores)}")
-        free = ("max_logit", "energy", "entropy", "msp")
+        free = tuple(s for s in TRAINING_FREE if s != "sml")  # SML needs class statistics the study does not compute
         if any(s not in free for s in self.reference_scores):
             raise ValueError(f"reference_scores must be training-free scores {free}, got {list(self.reference_scores)}")
 

@@ -137,7 +137,7 @@ def select_recipe(table: Mapping, selection: tuple[str, str, str] = SELECTION) -
     if not candidates:
         return None
     best = min if metric == "FPR95" else max
-    return best(candidates, key=candidates.get)
+    return best(candidates, key=lambda row: candidates[row])
 
 
 def format_cell(stats: Mapping | None) -> str:

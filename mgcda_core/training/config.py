@@ -53,7 +53,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Training layout roots (SPEC §4) and batching. Relative paths are relative to the working directory."""
+    """Training layout roots (docs/DATA.md) and batching. Relative paths are relative to the working directory."""
 
     domain_v: Path = Path("data/train/voidclass")
     domain_a: Path = Path("data/train/anomalymix")
@@ -106,14 +106,14 @@ class MdatConfig:
     label_smoothing: bool = True  # dynamic τ of eq. 1; off keeps τ = tau_b
     tau_b: float = 1.0
     do_base_channels: int = 32  # D_o widths base, 2·base, 4·base, 8·base (paper: 32)
-    do_stride: int = 1  # 1: per-pixel D_o (SPEC); 2: first four D_o convs strided, ~1/100 of its cost
+    do_stride: int = 1  # 1: per-pixel D_o (the paper's); 2: first four D_o convs strided, ~1/100 of its cost
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.tau_b <= 1.0:
             raise ValueError(f"tau_b must lie in [0.5, 1], got {self.tau_b}")
         _positive("do_base_channels", self.do_base_channels)
         if self.do_stride not in (1, 2):
-            raise ValueError(f"do_stride must be 1 (per-pixel map, the SPEC's) or 2, got {self.do_stride}")
+            raise ValueError(f"do_stride must be 1 (per-pixel map, the paper's) or 2, got {self.do_stride}")
 
     @property
     def enabled(self) -> bool:

@@ -1,4 +1,4 @@
-"""Diagnostics for CACL's pixel sampling (issue 7, item 3): is a domain's anchor/positive set full?
+"""Diagnostics for CACL's pixel sampling (docs/RESULTS.md): is a domain's anchor/positive set full?
 
 Per image CACL wants N_a anchor and 2·N_a positive anomaly pixels (MGCDA section 3.3); a domain whose images
 hold fewer anomaly pixels silently contrasts fewer pixels.

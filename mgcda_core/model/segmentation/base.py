@@ -21,6 +21,8 @@ class SegmentationNet(nn.Module):
     """
 
     num_classes: int = NUM_CLASSES
+    mean: torch.Tensor  # buffers (registered in __init__)
+    std: torch.Tensor
 
     def __init__(self, working_size: tuple[int, int] | None = None) -> None:
         super().__init__()
