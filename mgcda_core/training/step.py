@@ -100,7 +100,7 @@ class TrainStep:
                                   if config.mdat.oda else None)
         self.projector = (ContrastProjector(self.model.decoder_channels, config.cacl.embed_dim).to(device)
                           if config.cacl.enabled else None)
-        # Issue 7 diagnostics: how full the anchor/positive sets are, with a warning when a domain cannot fill them.
+        # Diagnostics: how full the anchor/positive sets are, with a warning when a domain cannot fill them.
         self.anchor_monitor = (AnchorShortfallMonitor(config.cacl.n_anchor)
                                if self.projector is not None and context.is_main else None)
         present = [c for c in (self.feature_classifier, self.output_classifier) if c is not None]
