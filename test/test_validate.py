@@ -16,7 +16,7 @@ from mgcda_core.data.layout import LAYOUT_FOLDERS, LayoutDataset
 from mgcda_core.model.dissimilarity import DissimNetPrior
 from mgcda_core.pipeline import scores
 from mgcda_core.training.checkpoint import save_training_checkpoint
-from mgcda_core.training.validation import choose, run_checkpoints, validate_run
+from mgcda_core.validate import choose, run_checkpoints, validate_run
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 SIZE = (32, 64)

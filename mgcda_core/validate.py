@@ -1,6 +1,6 @@
-"""Choosing a checkpoint and a score on validation data: ``python -m mgcda_core.training.validation``.
+"""Choosing a checkpoint and a score on validation data: ``python -m mgcda_core.validate``.
 
-    python -m mgcda_core.training.validation --run runs/realtime_mgcda --val data/train_real/val_anomalymix
+    python -m mgcda_core.validate --run runs/realtime_mgcda --val data/train_real/val_anomalymix
 
 Every checkpoint of the run (``checkpoints/step_*.pt`` and ``latest.pt``) scores every frame of a training-layout
 folder (by default the validation AnomalyMix of ``prepare --train-real``: Cityscapes val frames with object
@@ -116,7 +116,7 @@ def validate_run(run: Path, val: Path, input_size: tuple[int, int], batch_size: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mgcda_core.training.validation",
+    parser = argparse.ArgumentParser(prog="python -m mgcda_core.validate",
                                      description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--run", required=True, type=Path, help="training output folder (holds checkpoints/)")
     parser.add_argument("--val", required=True, type=Path, help="training-layout folder of validation frames")
