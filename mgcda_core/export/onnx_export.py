@@ -119,7 +119,11 @@ def export_to_proto(graph: torch.nn.Module, config: ExportConfig = ExportConfig(
     return model
 
 
-NOISE_FACTOR = 8.0
+# ONNX Runtime's CPU kernels trade accuracy for speed (MLAS's vectorised exp/tanh/logistic approximations, fused
+# normalisations, other blocking): measured 11x PyTorch's own float32 error on the test checkpoint's full graph
+# (3.44e-4 vs e = 3.1e-5, AVX-512 EPYC). 32 leaves a factor of 3 for other CPUs and kernel versions and still
+# refuses a 0.1 % weight error or a wrong activation (test_export_checks.py, test_export_checkpoint.py).
+NOISE_FACTOR = 32.0
 
 
 @dataclass(frozen=True)
