@@ -113,4 +113,19 @@ def test_unknown_set_and_missing_root(tmp_path: Path) -> None:
         open_eval_set("lost_and_found_v2", tmp_path)
     with pytest.raises(FileNotFoundError, match="not a folder"):
         open_eval_set("road_anomaly", tmp_path / "absent")
-    assert set(EVAL_SETS) == {"road_anomaly", "fs_lost_and_found", "fs_static", "smiyc_anomaly", "smiyc_obstacle"}
+    assert set(EVAL_SETS) == {"road_anomaly", "fs_lost_and_found", "fs_static", "smiyc_anomaly", "smiyc_obstacle",
+                              "layout"}
+
+
+def test_training_layout_folder_is_an_evaluation_set(tmp_path) -> None:
+    from PIL import Image
+
+    from mgcda_core.data.eval_sets import open_eval_set
+
+    for folder in ("original", "labels"):
+        (tmp_path / folder).mkdir()
+    Image.fromarray(np.full((4, 6, 3), 7, dtype=np.uint8)).save(tmp_path / "original" / "a.png")
+    Image.fromarray(np.array([[0, 1, 255, 0, 0, 1]] * 4, dtype=np.uint8)).save(tmp_path / "labels" / "a.png")
+    dataset = open_eval_set("layout", tmp_path)
+    assert len(dataset) == 1 and dataset.name == "layout"
+    np.testing.assert_array_equal(dataset[0].label[0], [0, 1, 255, 0, 0, 1])
