@@ -130,37 +130,30 @@ _MAKERS = {"torch": _make_torch, "onnxruntime": _make_onnxruntime, "tensorrt": _
 FALLBACK_ERRORS = (ImportError, OSError, RuntimeError, ValueError)
 
 
-def auto_candidates(model: Model, device: str) -> tuple[list[tuple[str, str]], list[str]]:
-    """((backend, device) pairs ``auto`` tries in order, reasons the faster ones were skipped up front)."""
+Candidate = tuple[str, str, str | None]  # (backend, device, why it is skipped up front or None)
+
+
+def auto_candidates(model: Model, device: str) -> list[Candidate]:
+    """The backends ``auto`` considers, fastest first, each with the reason it is skipped up front (or None)."""
     kind = _kind(model)
     if kind == "engine":
-        return [("tensorrt", device)], []
-    candidates: list[tuple[str, str]] = []
-    skipped: list[str] = []
-    reason = tensorrt_unavailable_reason(device)
-    if reason is None:
-        candidates.append(("tensorrt", device))
-    else:
-        skipped.append(f"tensorrt: {reason}")
+        return [("tensorrt", device, None)]
+    candidates: list[Candidate] = [("tensorrt", device, tensorrt_unavailable_reason(device))]
     if device != "cpu":
-        reason = onnxruntime_unavailable_reason(device)
-        if reason is None:
-            candidates.append(("onnxruntime", device))
-        else:
-            skipped.append(f"onnxruntime on {device}: {reason}")
+        candidates.append(("onnxruntime", device, onnxruntime_unavailable_reason(device)))
         if kind == "graph":
-            if torch.cuda.is_available():
-                candidates.append(("torch", device))
-            else:
-                skipped.append(f"torch on {device}: this PyTorch has no CUDA")
-    candidates.append(("onnxruntime", "cpu"))
-    return candidates, skipped
+            candidates.append(("torch", device, None if torch.cuda.is_available() else "this PyTorch has no CUDA"))
+    candidates.append(("onnxruntime", "cpu", None))
+    return candidates
 
 
 def _make_auto(model: Model, device: str, options: RuntimeOptions) -> Runtime:
-    candidates, reasons = auto_candidates(model, device)
+    reasons: list[str] = []
     failed = False
-    for backend, where in candidates:
+    for backend, where, skipped in auto_candidates(model, device):
+        if skipped is not None:
+            reasons.append(f"{backend} on {where}: {skipped}")
+            continue
         try:
             runtime = _MAKERS[backend](model, where, options)
         except FALLBACK_ERRORS as error:
