@@ -144,6 +144,21 @@ def test_auto_without_a_gpu_falls_back_to_onnxruntime_on_cpu_with_one_warning(ti
         make_runtime("tensorrt", tiny_onnx, "cuda:0")
 
 
+def test_cuda_device_names_are_checked() -> None:
+    assert [cuda_memory.device_index(d) for d in ("cuda", "cuda:0", "cuda:3")] == [0, 0, 3]
+    for bad in ("cpu", "cuda:x", "gpu:0"):
+        with pytest.raises(ValueError, match=f"expected a CUDA device 'cuda' or 'cuda:<index>', got '{bad}'"):
+            cuda_memory.device_index(bad)
+
+
+@pytest.mark.skipif(GPU_HERE, reason="a CUDA GPU is visible: this checks the message on a machine without one")
+def test_tensorrt_runtime_without_a_gpu_says_so(tmp_path: Path) -> None:
+    from mgcda_core.runtime.tensorrt_runtime import TensorRTRuntime
+
+    with pytest.raises(cuda_memory.CudaError, match=r"cudaGetDeviceCount failed: cudaError\w+ \("):
+        TensorRTRuntime(b"engine bytes", "cuda:0")
+
+
 @pytest.fixture
 def stand_in_gpu(monkeypatch: pytest.MonkeyPatch) -> StandIn:
     """A GPU as cuda-python would report it and the stand-in ``tensorrt``: the build path runs up to TensorRT."""
@@ -261,6 +276,25 @@ def test_tensorrt_dynamic_engine_runs_every_shape_in_its_profile(tiny: Tiny, tmp
         assert np.abs(runtime.run(x) - expected(tiny, x)).max() <= 1e-4, shape
     with pytest.raises(ValueError, match="outside the engine's optimisation profile"):
         runtime.run(np.zeros((1, 3, 256, 512), np.float32))
+
+
+@needs_tensorrt
+@pytest.mark.parametrize(("precision", "relative"), [("fp32", 1e-4), ("fp16", 1e-2)])
+def test_tensorrt_runs_the_default_pipeline_within_its_tolerance(tmp_path: Path, precision: str,
+                                                                 relative: float) -> None:
+    """The shipped default graph at 256x512: fp32 within the export's bar 1e-4 x max(1, max |output|), fp16 within
+    1e-2 x that (docs/DEPLOYMENT.md, tolerances)."""
+    from mgcda_core.benchmark.runtimes import default_graph
+    from mgcda_core.runtime.torch_runtime import TorchRuntime
+
+    graph = default_graph()
+    path = tmp_path / "default.onnx"
+    onnx.save(export_to_proto(graph, ExportConfig(height=256, width=512)), str(path))
+    options = RuntimeOptions(precision=precision, input_size=(256, 512), engine_cache_dir=tmp_path / "cache")
+    runtime = make_runtime("tensorrt", path, "cuda:0", options)
+    x = np.random.default_rng(11).random((1, 3, 256, 512), dtype=np.float32)
+    reference = TorchRuntime(graph, "cpu").run(x)
+    assert np.abs(runtime.run(x) - reference).max() <= relative * max(1.0, float(np.abs(reference).max()))
 
 
 @needs_tensorrt
