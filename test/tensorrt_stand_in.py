@@ -106,7 +106,6 @@ class BuilderConfig:
 
     def set_timing_cache(self, cache: TimingCache, ignore_mismatch: bool) -> bool:
         matches = (cache.version, cache.capability) == (self.trt.__version__, self.trt.capability)
-        self.trt.timing_cache_calls.append((list(cache.entries), matches))
         if not matches and not ignore_mismatch:
             return False
         self.timing_cache = cache
@@ -167,7 +166,6 @@ class StandIn(types.ModuleType):
         self.configs: list[BuilderConfig] = []
         self.parsed: list[onnx.ModelProto] = []
         self.builds: list[tuple[set, list[str] | None]] = []
-        self.timing_cache_calls: list[tuple[list[str], bool]] = []
 
     def Builder(self, logger: Logger) -> Builder:  # noqa: N802 - TensorRT's class name
         return Builder(logger, self)

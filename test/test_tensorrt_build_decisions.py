@@ -6,6 +6,7 @@ The real builds are in test_runtime_backends.py and skip without a GPU."""
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -173,7 +174,8 @@ def test_build_checks_operators_against_the_installed_version(monkeypatch, onnx_
 
 def test_parser_errors_and_failed_builds_are_reported(trt: StandIn, onnx_bytes: bytes) -> None:
     trt.parse_errors = ["node /Slice_4: axes must be an initializer", "second error"]
-    with pytest.raises(RuntimeError, match=r"parser refused the model: node /Slice_4: axes must be an initializer \| second error"):
+    expected = "parser refused the model: node /Slice_4: axes must be an initializer | second error"
+    with pytest.raises(RuntimeError, match=re.escape(expected)):
         build_serialized_engine(onnx_bytes, CONFIG["fp32"])
     trt.parse_errors, trt.build_results = [], [False]
     with pytest.raises(RuntimeError, match="TensorRT failed to build the engine"):
@@ -185,10 +187,10 @@ def test_parser_errors_and_failed_builds_are_reported(trt: StandIn, onnx_bytes: 
 def test_timing_cache_file_per_version_capability_and_precision(tmp_path: Path) -> None:
     path = timing_cache_path(tmp_path, "10.3.0.30", "8.7", "fp16")
     assert path == tmp_path / "timing-trt10.3.0.30-sm87-fp16.cache"
-    others = {timing_cache_path(tmp_path, "10.15.1", "8.7", "fp16"), timing_cache_path(tmp_path, "10.3.0.30", "8.6",
-              "fp16"), timing_cache_path(tmp_path, "10.3.0.30", "8.7", "fp32")}
-    assert len(others | {path}) == 4
-    assert timing_cache_path(tmp_path, "11.1.0+cuda13/x", "12.0", "fp32").name == "timing-trt11.1.0_cuda13_x-sm120-fp32.cache"
+    others = [("10.15.1", "8.7", "fp16"), ("10.3.0.30", "8.6", "fp16"), ("10.3.0.30", "8.7", "fp32")]
+    assert len({path} | {timing_cache_path(tmp_path, *other) for other in others}) == 4
+    odd = timing_cache_path(tmp_path, "11.1.0+cuda13/x", "12.0", "fp32")
+    assert odd.name == "timing-trt11.1.0_cuda13_x-sm120-fp32.cache"  # a version string cannot escape the folder
     with pytest.raises(ValueError, match="compute capability must be 'major.minor', got 'sm87'"):
         timing_cache_path(tmp_path, "10.3.0", "sm87", "fp32")
 

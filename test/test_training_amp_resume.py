@@ -7,13 +7,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_training_trainer import CPU, domains, tiny_config  # noqa: F401 - domains is a fixture
+from test_training_data import write_layout
+from test_training_trainer import CPU, tiny_config
 
 from mgcda_core.training.distributed import DistContext
 from mgcda_core.training.step import TrainStep
 from mgcda_core.training.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
+
+
+@pytest.fixture(scope="module")
+def domains(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("layout")
+    return write_layout(root / "v", 6, seed=1), write_layout(root / "a", 6, seed=2, prefix="mix")
 
 
 def test_scaler_state_is_loaded_only_when_one_was_saved(domains: tuple[Path, Path], tmp_path: Path) -> None:

@@ -2,9 +2,10 @@
 (training-free) pipeline.
 
 Same exported graph and seeded input for every backend; each is warmed up (engine build or reuse from the engine
-cache, allocator growth), then timed as the node calls it (host array in, host array out, so copies included);
-median latency and the max abs difference against PyTorch on the CPU (float32, no TF32) are reported. A backend that cannot run here gets a
-row saying why instead of a time. Without a CUDA GPU the section returns one row saying so.
+cache, allocator growth), then timed as the node calls it (host array in, host array out, so copies included).
+Reported: median latency and the max abs difference against PyTorch on the CPU (float32, no TF32). A backend
+that cannot run here gets a row saying why instead of a time; without a CUDA GPU the section returns one row
+saying so.
 """
 
 from __future__ import annotations

@@ -84,7 +84,8 @@ def _export(model: torch.nn.Module, options: RuntimeOptions) -> onnx.ModelProto:
 def _make_torch(model: Model, device: str, options: RuntimeOptions) -> Runtime:
     from mgcda_core.runtime.torch_runtime import TorchRuntime
 
-    if _kind(model) != "graph":
+    if not isinstance(model, torch.nn.Module):
+        _kind(model)  # a missing file is reported as such
         raise ValueError(f"the torch runtime runs an in-memory graph, not the file {model}")
     return TorchRuntime(model, device)
 
@@ -92,10 +93,9 @@ def _make_torch(model: Model, device: str, options: RuntimeOptions) -> Runtime:
 def _make_onnxruntime(model: Model, device: str, options: RuntimeOptions) -> Runtime:
     from mgcda_core.runtime.onnx_runtime import OnnxRuntime
 
-    kind = _kind(model)
-    if kind == "engine":
+    if _kind(model) == "engine":
         raise ValueError(f"onnxruntime cannot run the TensorRT engine {model}; give the .onnx file")
-    source = _export(model, options) if kind == "graph" else model
+    source = _export(model, options) if isinstance(model, torch.nn.Module) else model
     return OnnxRuntime(source, device=device, threads=options.threads)
 
 
@@ -106,11 +106,10 @@ def _make_tensorrt(model: Model, device: str, options: RuntimeOptions) -> Runtim
     reason = tensorrt_unavailable_reason(device)
     if reason:
         raise RuntimeError(f"tensorrt runtime unavailable: {reason}")
-    kind = _kind(model)
-    if kind == "engine":
+    if not isinstance(model, torch.nn.Module) and _kind(model) == "engine":
         return TensorRTRuntime(model, device)
     with tempfile.TemporaryDirectory() as tmp:
-        if kind == "graph":
+        if isinstance(model, torch.nn.Module):
             onnx_path = Path(tmp) / "graph.onnx"
             onnx.save(_export(model, options), str(onnx_path))
         else:
