@@ -30,6 +30,7 @@ def make_key(**changes) -> EngineKey:
         gpu_name="Orin",
         compute_capability="8.7",
         precision="fp16",
+        recipe="r2 fp16: mixed-precision ONNX, strongly typed",
         input_shape=(SHAPE, SHAPE, SHAPE),
     )
     fields.update(changes)
@@ -55,6 +56,7 @@ def test_key_digest_changes_with_every_field_and_survives_json() -> None:
         "gpu_name": "NVIDIA H100",
         "compute_capability": "9.0",
         "precision": "fp32",
+        "recipe": "r1 fp16: BuilderFlag.FP16",
         "input_shape": (SHAPE, SHAPE, (1, 3, 512, 1024)),
     }
     assert set(variants) == {f.name for f in dataclasses.fields(EngineKey)}
@@ -128,7 +130,8 @@ def test_damaged_engine_is_rebuilt_with_one_message(tmp_path: Path, caplog, dama
 
 @pytest.mark.parametrize(
     "other",
-    [{"tensorrt_version": "10.3.0"}, {"gpu_name": "NVIDIA H100"}, {"compute_capability": "9.0"}],
+    [{"tensorrt_version": "10.3.0"}, {"gpu_name": "NVIDIA H100"}, {"compute_capability": "9.0"},
+     {"recipe": "r1 fp16: BuilderFlag.FP16"}],
 )
 def test_engine_for_another_tensorrt_or_gpu_is_rebuilt(tmp_path: Path, other: dict) -> None:
     cache, builder, key = EngineCache(tmp_path), CountingBuilder(), make_key()
@@ -138,6 +141,18 @@ def test_engine_for_another_tensorrt_or_gpu_is_rebuilt(tmp_path: Path, other: di
     name, value = next(iter(other.items()))
     assert result.built and builder.calls == 1
     assert f"{name}: cached {value!r}, wanted {getattr(key, name)!r}" in result.reason
+
+
+def test_sidecar_of_the_previous_format_is_rebuilt(tmp_path: Path) -> None:
+    """Version-1 sidecars predate the recipe field: their engines are rebuilt, not trusted."""
+    cache, builder, key = EngineCache(tmp_path), CountingBuilder(), make_key()
+    path = cache.get_or_build(key, builder).path
+    sidecar = json.loads(cache.sidecar_path(path).read_text())
+    sidecar["version"] = 1
+    del sidecar["key"]["recipe"]
+    cache.sidecar_path(path).write_text(json.dumps(sidecar))
+    result = cache.get_or_build(key, builder)
+    assert result.built and builder.calls == 2 and result.reason == "sidecar version 1, expected 2"
 
 
 def test_failed_build_writes_nothing(tmp_path: Path) -> None:

@@ -72,7 +72,7 @@ def test_detectors_agree_across_runtimes(default_onnx: Path, torch_runtime: Torc
     with caplog.at_level(logging.INFO, logger="mgcda_core.runtime.factory"):
         chosen = make_runtime("auto", default_onnx, "cpu")
     assert chosen.name == "onnxruntime"
-    assert any("auto -> onnxruntime" in r.getMessage() and "tensorrt:" in r.getMessage() for r in caplog.records)
+    assert any("auto -> onnxruntime" in r.getMessage() and "tensorrt on cpu:" in r.getMessage() for r in caplog.records)
     rgb = np.random.default_rng(3).integers(0, 256, (300, 500, 3), dtype=np.uint8)  # not the network size
     by_torch = Detector(torch_runtime, "max_logit")
     by_onnx = Detector(chosen, "max_logit")

@@ -15,6 +15,7 @@ from mgcda_core.utils.atomic import atomic_write_json
 SECTIONS = {
     "pipeline": "mgcda_core.benchmark.pipeline",
     "runtimes": "mgcda_core.benchmark.runtimes",
+    "gpu_runtimes": "mgcda_core.benchmark.gpu_runtimes",
     "training": "mgcda_core.benchmark.training",
 }
 

@@ -23,7 +23,7 @@ from mgcda_core.runtime.torch_runtime import TorchRuntime
 SIZES = ((256, 512), (512, 1024))
 
 
-def _default_graph() -> torch.nn.Module:
+def default_graph() -> torch.nn.Module:
     from mgcda_core.pipeline.graph import InferenceGraph
     from mgcda_core.pipeline.stages import InferenceStages
 
@@ -50,7 +50,7 @@ def _profile(onnx_bytes: bytes, image: np.ndarray, directory: Path, tag: str, th
 def run(quick: bool = False) -> list[dict]:
     repeats = 3 if quick else 10
     sizes = SIZES[:1] if quick else SIZES
-    graph = _default_graph()
+    graph = default_graph()
     torch_runtime = TorchRuntime(graph, "cpu")
     profile_dir = os.environ.get("MGCDA_ORT_PROFILE")
     default_threads = torch.get_num_threads()

@@ -93,18 +93,19 @@ def export(args: argparse.Namespace) -> None:
 
 
 def build_engine(args: argparse.Namespace) -> None:
-    from mgcda_core.export.tensorrt_builder import BuildConfig, build_engine_cached, engine_key, profile_for
+    from mgcda_core.export.tensorrt_builder import BuildConfig, build_engine_cached, profile_for
 
     proto = onnx.load(str(args.onnx), load_external_data=False)
     minimum, optimum, maximum = profile_for(proto, args.height, args.width, args.max_height, args.max_width)
     config = BuildConfig(precision=args.precision, min_shape=minimum, opt_shape=optimum, max_shape=maximum,
-                         workspace_bytes=args.workspace_mb << 20, timing_cache=args.engine_cache / "timing.cache")
+                         workspace_bytes=args.workspace_mb << 20, timing_cache_dir=args.engine_cache)
     print(f"building the {args.precision} TensorRT engine (minutes on a Jetson; reused from {args.engine_cache} "
           "when already built) ...", flush=True)
-    cached = build_engine_cached(args.onnx, args.engine_cache, config, args.device)
-    write_engine(args.engine, engine_key(args.onnx.read_bytes(), config, args.device), cached.data)
+    cached, key = build_engine_cached(args.onnx, args.engine_cache, config, args.device)
+    write_engine(args.engine, key, cached.data)
     state = "built" if cached.built else "reused from cache"
-    print(f"engine {state}: {args.engine} (+ .json sidecar), {len(cached.data):,} bytes, {args.precision}, "
+    print(f"engine {state}: {args.engine} (+ .json sidecar), {len(cached.data):,} bytes, {args.precision} "
+          f"({key.recipe}), TensorRT {key.tensorrt_version} on {key.gpu_name} (sm {key.compute_capability}), "
           f"profile {minimum} .. {maximum}")
 
 

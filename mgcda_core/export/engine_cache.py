@@ -1,7 +1,7 @@
 """A TensorRT engine cache that never trusts a file it cannot verify.
 
-An engine is only valid for the exact ONNX bytes, TensorRT version, GPU model and compute capability, precision
-and input-shape profile it was built for. Each cached engine ``<digest>.engine`` has a JSON sidecar
+An engine is only valid for the exact ONNX bytes, TensorRT version, GPU model and compute capability, precision,
+precision recipe (how the builder was configured for it) and input-shape profile it was built for. Each cached engine ``<digest>.engine`` has a JSON sidecar
 ``<digest>.engine.json`` recording that key plus the engine's size and sha256. On lookup the sidecar's key must
 equal the wanted key and the engine bytes must match the recorded size and hash; anything else (missing or
 unreadable sidecar, truncated file, engine of another TensorRT/GPU, foreign bytes) is rebuilt, with one log
@@ -31,7 +31,7 @@ from mgcda_core.utils.atomic import atomic_write_bytes, atomic_write_json
 LOG = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = "mgcda-tensorrt-engine"
-SIDECAR_VERSION = 1
+SIDECAR_VERSION = 2  # 2: the key gained ``recipe``; version-1 sidecars are rebuilt
 PRECISIONS = ("fp32", "fp16")
 
 Shape = tuple[int, ...]
@@ -46,6 +46,7 @@ class EngineKey:
     gpu_name: str
     compute_capability: str  # "major.minor", e.g. "8.7" on Jetson Orin
     precision: str  # "fp32" | "fp16"
+    recipe: str  # how that precision was built (``tensorrt_builder.precision_recipe``): a changed recipe rebuilds
     input_shape: tuple[Shape, Shape, Shape]  # optimisation profile (min, opt, max); all equal for a fixed shape
 
     def __post_init__(self) -> None:

@@ -4,14 +4,16 @@
 file, or a TensorRT ``.engine`` file. A graph given to onnxruntime or tensorrt is exported first (pinned exporter,
 ``mgcda_core.export.onnx_export``); an ONNX given to tensorrt goes through the verified engine cache.
 
-``auto`` order, fastest first: tensorrt (NVIDIA GPU + TensorRT installed; fused fp16/fp32 kernels), then
-onnxruntime (CUDA provider on a GPU; on CPU its fused graph beats PyTorch eager, see the ``runtimes`` benchmark
-and docs/DEPLOYMENT.md), then torch. The choice and the reason each faster backend was skipped are logged.
+``auto`` tries, fastest first: tensorrt (CUDA device with a GPU that cuda-python sees; fused fp16/fp32 kernels),
+onnxruntime on that device (CUDA provider), torch on that device (a graph, with a CUDA build of PyTorch), and
+finally onnxruntime on the CPU (on CPU its fused graph beats PyTorch eager, see the ``runtimes`` benchmark and
+docs/DEPLOYMENT.md). A backend that cannot start (not installed, no GPU, parser error, failed build) hands over to
+the next; the choice is logged once, on one line naming why each faster backend was skipped. A backend named
+explicitly is not replaced: its failure is raised.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ import onnxruntime as ort
 import torch
 
 from mgcda_core.export.onnx_export import ExportConfig, export_to_proto
+from mgcda_core.utils import cuda_memory
 from mgcda_core.runtime.base import Runtime
 
 LOG = logging.getLogger(__name__)
@@ -57,13 +60,13 @@ def _kind(model: Model) -> str:
 
 
 def tensorrt_unavailable_reason(device: str) -> str | None:
-    """Why TensorRT cannot run here, or None when it can."""
+    """Why TensorRT cannot run on ``device`` here (not a CUDA device, no GPU, no cuda-python), or None."""
     if not device.startswith("cuda"):
         return f"device is {device!r}, TensorRT needs a CUDA device"
-    if not torch.cuda.is_available():
-        return "no CUDA GPU visible to PyTorch"
-    if importlib.util.find_spec("tensorrt") is None:
-        return "the tensorrt Python package is not installed"
+    try:
+        cuda_memory.device_identity(device)
+    except (ImportError, cuda_memory.CudaError) as error:
+        return f"no usable CUDA GPU: {error}"
     return None
 
 
@@ -81,7 +84,8 @@ def _export(model: torch.nn.Module, options: RuntimeOptions) -> onnx.ModelProto:
 def _make_torch(model: Model, device: str, options: RuntimeOptions) -> Runtime:
     from mgcda_core.runtime.torch_runtime import TorchRuntime
 
-    if _kind(model) != "graph":
+    if not isinstance(model, torch.nn.Module):
+        _kind(model)  # a missing file is reported as such
         raise ValueError(f"the torch runtime runs an in-memory graph, not the file {model}")
     return TorchRuntime(model, device)
 
@@ -89,10 +93,9 @@ def _make_torch(model: Model, device: str, options: RuntimeOptions) -> Runtime:
 def _make_onnxruntime(model: Model, device: str, options: RuntimeOptions) -> Runtime:
     from mgcda_core.runtime.onnx_runtime import OnnxRuntime
 
-    kind = _kind(model)
-    if kind == "engine":
+    if _kind(model) == "engine":
         raise ValueError(f"onnxruntime cannot run the TensorRT engine {model}; give the .onnx file")
-    source = _export(model, options) if kind == "graph" else model
+    source = _export(model, options) if isinstance(model, torch.nn.Module) else model
     return OnnxRuntime(source, device=device, threads=options.threads)
 
 
@@ -103,11 +106,10 @@ def _make_tensorrt(model: Model, device: str, options: RuntimeOptions) -> Runtim
     reason = tensorrt_unavailable_reason(device)
     if reason:
         raise RuntimeError(f"tensorrt runtime unavailable: {reason}")
-    kind = _kind(model)
-    if kind == "engine":
+    if not isinstance(model, torch.nn.Module) and _kind(model) == "engine":
         return TensorRTRuntime(model, device)
     with tempfile.TemporaryDirectory() as tmp:
-        if kind == "graph":
+        if isinstance(model, torch.nn.Module):
             onnx_path = Path(tmp) / "graph.onnx"
             onnx.save(_export(model, options), str(onnx_path))
         else:
@@ -116,31 +118,53 @@ def _make_tensorrt(model: Model, device: str, options: RuntimeOptions) -> Runtim
         minimum, optimum, maximum = profile_for(proto, *options.input_size)
         cache_dir = Path(options.engine_cache_dir).expanduser()
         config = BuildConfig(precision=options.precision, min_shape=minimum, opt_shape=optimum, max_shape=maximum,
-                             timing_cache=cache_dir / "timing.cache")
-        cached = build_engine_cached(onnx_path, cache_dir, config, device)
+                             timing_cache_dir=cache_dir)
+        cached, _ = build_engine_cached(onnx_path, cache_dir, config, device)
     return TensorRTRuntime(cached.data, device)
 
 
 _MAKERS = {"torch": _make_torch, "onnxruntime": _make_onnxruntime, "tensorrt": _make_tensorrt}
+# What a backend raises when it cannot start here (missing package or library, no GPU, parser or build failure,
+# a model it cannot take): ``auto`` then tries the next one.
+FALLBACK_ERRORS = (ImportError, OSError, RuntimeError, ValueError)
 
 
-def auto_choice(model: Model, device: str) -> tuple[str, list[str]]:
-    """(backend ``auto`` picks for ``model`` on ``device``, reasons the faster ones were skipped)."""
+Candidate = tuple[str, str, str | None]  # (backend, device, why it is skipped up front or None)
+
+
+def auto_candidates(model: Model, device: str) -> list[Candidate]:
+    """The backends ``auto`` considers, fastest first, each with the reason it is skipped up front (or None)."""
     kind = _kind(model)
     if kind == "engine":
-        return "tensorrt", []
-    skipped = []
-    reason = tensorrt_unavailable_reason(device)
-    if reason is None:
-        return "tensorrt", skipped
-    skipped.append(f"tensorrt: {reason}")
-    reason = onnxruntime_unavailable_reason(device)
-    if reason is None:
-        return "onnxruntime", skipped
-    skipped.append(f"onnxruntime: {reason}")
-    if kind == "onnx":
-        raise RuntimeError(f"no runtime can run {model} on {device}: " + "; ".join(skipped))
-    return "torch", skipped
+        return [("tensorrt", device, None)]
+    candidates: list[Candidate] = [("tensorrt", device, tensorrt_unavailable_reason(device))]
+    if device != "cpu":
+        candidates.append(("onnxruntime", device, onnxruntime_unavailable_reason(device)))
+        if kind == "graph":
+            candidates.append(("torch", device, None if torch.cuda.is_available() else "this PyTorch has no CUDA"))
+    candidates.append(("onnxruntime", "cpu", None))
+    return candidates
+
+
+def _make_auto(model: Model, device: str, options: RuntimeOptions) -> Runtime:
+    reasons: list[str] = []
+    failed = False
+    for backend, where, skipped in auto_candidates(model, device):
+        if skipped is not None:
+            reasons.append(f"{backend} on {where}: {skipped}")
+            continue
+        try:
+            runtime = _MAKERS[backend](model, where, options)
+        except FALLBACK_ERRORS as error:
+            reasons.append(f"{backend} on {where}: {type(error).__name__}: {error}")
+            failed = True
+            continue
+        # A warning when something failed or the requested device could not be used; else information.
+        level = logging.WARNING if failed or where != device else logging.INFO
+        LOG.log(level, "runtime auto -> %s on %s (%s)", backend, where,
+                "; ".join(reasons) if reasons else "the fastest backend, available")
+        return runtime
+    raise RuntimeError(f"runtime auto: no backend can run {model} on {device}: " + "; ".join(reasons))
 
 
 def make_runtime(name: str, model: Model, device: str = "cpu", options: RuntimeOptions | None = None) -> Runtime:
@@ -151,7 +175,5 @@ def make_runtime(name: str, model: Model, device: str = "cpu", options: RuntimeO
         raise ValueError(f"device must be 'cpu' or 'cuda[:index]', got {device!r}")
     options = options or RuntimeOptions()
     if name == "auto":
-        name, skipped = auto_choice(model, device)
-        why = "; ".join(skipped) if skipped else "it is the fastest backend and is available"
-        LOG.info("runtime auto -> %s on %s (%s)", name, device, why)
+        return _make_auto(model, device, options)
     return _MAKERS[name](model, device, options)

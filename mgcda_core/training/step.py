@@ -239,7 +239,8 @@ class TrainStep:
         self.model.load_state_dict(model_state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state.get("scaler"):  # a disabled scaler (CPU run) saves {}: nothing to carry over to a CUDA resume
+            self.scaler.load_state_dict(state["scaler"])
         if len(self.classifiers):
             self.classifiers.load_state_dict(state["classifiers"])
             self.classifier_optimizer.load_state_dict(state["classifier_optimizer"])
