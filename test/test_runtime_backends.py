@@ -18,10 +18,10 @@ from onnx import TensorProto, helper
 from tensorrt_stand_in import StandIn
 
 from mgcda_core.export.onnx_export import ExportConfig, export_to_proto
-from mgcda_core.utils import cuda_memory
 from mgcda_core.runtime.base import Runtime
 from mgcda_core.runtime.factory import RuntimeOptions, auto_candidates, make_runtime, tensorrt_unavailable_reason
 from mgcda_core.runtime.onnx_runtime import OnnxRuntime
+from mgcda_core.utils import cuda_memory
 
 SIZE = (64, 128)
 

@@ -24,8 +24,8 @@ import onnxruntime as ort
 import torch
 
 from mgcda_core.export.onnx_export import ExportConfig, export_to_proto
-from mgcda_core.utils import cuda_memory
 from mgcda_core.runtime.base import Runtime
+from mgcda_core.utils import cuda_memory
 
 LOG = logging.getLogger(__name__)
 
