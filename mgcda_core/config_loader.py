@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from mgcda_core.errors import ConfigError
+
 T = TypeVar("T")
 
 EXTENDS_KEY = "extends"
@@ -44,10 +46,6 @@ _Loader.add_implicit_resolver(
 def parse_yaml(text: str) -> Any:
     """Parse YAML text safely (with YAML 1.2 exponent floats)."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-
-
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message names the key path and what was expected."""
 
 
 def load_config(cls: type[T], path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> T:

@@ -22,11 +22,10 @@ import numpy as np
 from tqdm import tqdm
 
 from mgcda_core.constants import DEFAULT_INPUT_SIZE
-from mgcda_core.data.eval_sets import EVAL_SETS, EvalLayoutError, EvalSet, open_eval_set
+from mgcda_core.data.eval_sets import EVAL_SETS, EvalSet, open_eval_set
 from mgcda_core.evaluation import (
     ComponentAccumulator,
     MetricAccumulator,
-    MetricInputError,
     frame_metrics,
     write_metrics,
 )
@@ -35,6 +34,7 @@ from mgcda_core.evaluation.plots import write_curve_plots
 from mgcda_core.pipeline.detector import Detector
 from mgcda_core.pipeline.scores import SCORES
 from mgcda_core.utils.atomic import atomic_write_json
+from mgcda_core.utils.cli import user_errors
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -148,13 +148,10 @@ def summary(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+@user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        metrics = evaluate(args)
-    except (EvalLayoutError, MetricInputError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    metrics = evaluate(args)
     print(summary(metrics))
     print(f"wrote {args.out / 'metrics.json'}, pr_curve.png, roc_curve.png, frames.json, gallery/")
     return 0

@@ -36,6 +36,7 @@ from mgcda_core.data.anomalymix import AnomalyMix, AnomalyMixConfig
 from mgcda_core.data.camvid import CamVid
 from mgcda_core.data.cityscapes import LabelledFrame
 from mgcda_core.data.cityscapes_pix2pix import CityscapesPix2Pix
+from mgcda_core.data.layout import LABEL_FOLDER, LAYOUT_FOLDERS, PRIOR_FOLDERS, SEMANTIC_FOLDER
 from mgcda_core.data.objects import coco_yolo_objects, figure_ground_objects, mask_folder_objects, split_identities
 from mgcda_core.data.real_domains import (
     CamVidBackgrounds,
@@ -44,11 +45,10 @@ from mgcda_core.data.real_domains import (
     RealAnomalyMix,
     RealVoidClass,
 )
-from mgcda_core.data.layout import LABEL_FOLDER, LAYOUT_FOLDERS, PRIOR_FOLDERS, SEMANTIC_FOLDER
 from mgcda_core.data.voidclass import VoidClass, VoidClassConfig
 from mgcda_core.pipeline.stages import InferenceStages, StageOutputs
 from mgcda_core.utils.atomic import atomic_write_json
-from mgcda_core.utils.cli import parse_size
+from mgcda_core.utils.cli import parse_size, user_errors
 from mgcda_core.utils.images import read_label, resize_nearest, write_png
 
 DOMAINS = ("voidclass", "anomalymix")  # also the folder names under --out
@@ -261,6 +261,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     return k, n
 
 
+@user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mgcda_core.prepare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cityscapes", type=Path, help="Cityscapes root (leftImg8bit/, gtFine/)")

@@ -20,6 +20,7 @@ from mgcda_core.constants import DEFAULT_INPUT_SIZE
 from mgcda_core.model.segmentation import DEFAULT_WEIGHTS, NAMES, load_segmentation
 from mgcda_core.pipeline.detector import check_input_size, to_network_input
 from mgcda_core.pipeline.sml import SMLAccumulator, default_stats_path, save_stats
+from mgcda_core.utils.cli import user_errors
 from mgcda_core.utils.images import read_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -44,6 +45,7 @@ def compute(images: list[Path], segmentation: torch.nn.Module, input_size: tuple
     return accumulator
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mgcda_core.sml_stats", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mgcda_core.config_loader import ConfigError
+from mgcda_core.utils.cli import user_errors
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mgcda_core.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -26,22 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     # The config module does not import torch: a bad config is refused within a second.
     from mgcda_core.training.config import load_train_config
 
-    try:
-        config = load_train_config(args.config, args.overrides)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config = load_train_config(args.config, args.overrides)
 
-    from mgcda_core.data.layout import LayoutError
-    from mgcda_core.training.checkpoint import CheckpointError
     from mgcda_core.training.step import NonFiniteLossError
     from mgcda_core.training.trainer import train
 
     try:
         summary = train(config, resume=args.resume, show_progress=not args.no_progress)
-    except (ConfigError, LayoutError, CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -22,6 +22,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
+from mgcda_core.errors import DataError
 from mgcda_ros.conversions import ImageFields
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -31,7 +32,7 @@ STORAGE_SUFFIXES = (".db3", ".mcap")
 TYPESTORE_NAME = Stores.ROS2_KILTED
 
 
-class BagError(ValueError):
+class BagError(DataError):
     """A bag or topic that cannot be used; the message says what the bag has instead."""
 
 

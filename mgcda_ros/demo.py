@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from mgcda_core.data.eval_sets import road_anomaly
+from mgcda_core.utils.cli import user_errors
 from mgcda_ros.bag_io import COMPRESSED, IMAGE, BagWriter
 from mgcda_ros.conversions import label_to_fields
 from mgcda_ros.params import NodeParams
@@ -37,6 +38,7 @@ def build_demo_bag(path: Path, assets: Path = ASSETS) -> int:
     return len(frames)
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mgcda_ros.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from mgcda_core.errors import ConfigError
 from mgcda_core.pipeline.detector import SIZE_MULTIPLE
 from mgcda_core.pipeline.scores import SCORES, TRAINING_FREE
 
@@ -20,7 +21,7 @@ RELIABILITIES = ("best_effort", "reliable")
 MAX_INPUT_SIDE = 4096
 
 
-class ParameterError(ValueError):
+class ParameterError(ConfigError):
     """A parameter value the node refuses; the message names the parameter, the value and what is allowed."""
 
 

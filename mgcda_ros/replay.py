@@ -24,6 +24,7 @@ from mgcda_core.evaluation.gallery import FrameSelector, GalleryFrame, write_gal
 from mgcda_core.evaluation.plots import write_curve_plots
 from mgcda_core.evaluation.report import write_metrics
 from mgcda_core.utils.atomic import atomic_write_json
+from mgcda_core.utils.cli import user_errors
 from mgcda_core.utils.images import write_png
 from mgcda_ros.bag_io import COMPRESSED, IMAGE, BagWriter, open_bag, stamp_ns
 from mgcda_ros.conversions import (
@@ -34,7 +35,7 @@ from mgcda_ros.conversions import (
     message_to_rgb,
     score_to_fields,
 )
-from mgcda_ros.model_loading import ModelLoadError, load_detector
+from mgcda_ros.model_loading import load_detector
 from mgcda_ros.overlay import anomaly_mask, make_overlay
 from mgcda_ros.params import NodeParams
 
@@ -211,14 +212,10 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
                         progress=not args.no_progress)
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        summary = replay(config_from_args(args))
-    # bad bags/topics/parameters/masks (BagError, ParameterError, RejectedImage, MetricInputError are ValueErrors)
-    except (ValueError, ModelLoadError) as err:
-        print(f"replay: error: {err}", file=sys.stderr)
-        return 2
+    summary = replay(config_from_args(args))
     print(f"replay: {summary['frames']} frames at {summary['fps']:.2f} fps -> {args.out.resolve()}")
     if "metrics" in summary:
         m = summary["metrics"]

@@ -23,12 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mgcda_core.errors import DataError
 from mgcda_core.utils.images import read_label, read_rgb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
-class EvalLayoutError(ValueError):
+class EvalLayoutError(DataError):
     """An evaluation-set root does not have the expected layout."""
 
 

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from mgcda_core.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES
+from mgcda_core.errors import DataError
 from mgcda_core.utils.images import read_label, read_rgb, resize_nearest
 
 IMAGE_FOLDERS = ("original", "synthesis")
@@ -35,7 +36,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SampleKey = tuple[int, int, bool]
 
 
-class LayoutError(ValueError):
+class LayoutError(DataError):
     """A training-layout folder is missing, empty or inconsistent; the message names the folder and file."""
 
 

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from mgcda_core.data.cityscapes import label_id, label_ids_to_train_ids
 from mgcda_core.utils.atomic import atomic_write_json, atomic_write_with
-from mgcda_core.utils.cli import parse_size
+from mgcda_core.utils.cli import parse_size, user_errors
 
 Polygon = np.ndarray  # K x 2 float (x, y)
 
@@ -587,6 +587,7 @@ def generate(out: str | os.PathLike[str], config: ProceduralConfig = ProceduralC
 
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mgcda_core.data.procedural", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="output folder")

@@ -20,6 +20,7 @@ from mgcda_core.export.engine_cache import write_engine
 from mgcda_core.export.onnx_export import OPSET, ExportConfig, export_onnx
 from mgcda_core.export.parameters import parameter_report
 from mgcda_core.runtime.factory import DEFAULT_ENGINE_CACHE
+from mgcda_core.utils.cli import user_errors
 
 STAGES = ("score", "logits", "uncertainty", "synthesis")
 
@@ -109,6 +110,7 @@ def build_engine(args: argparse.Namespace) -> None:
           f"profile {minimum} .. {maximum}")
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
