@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from mgcda_core.constants import DEFAULT_INPUT_SIZE
 from mgcda_core.data.eval_sets import EVAL_SETS, EvalSet, open_eval_set
+from mgcda_core.errors import ConfigError, DataError
 from mgcda_core.evaluation import (
     ComponentAccumulator,
     MetricAccumulator,
@@ -31,10 +32,12 @@ from mgcda_core.evaluation import (
 )
 from mgcda_core.evaluation.gallery import FrameSelector, GalleryFrame, write_gallery
 from mgcda_core.evaluation.plots import write_curve_plots
-from mgcda_core.pipeline.detector import Detector
+from mgcda_core.evaluation.skips import SkippedFrames
+from mgcda_core.pipeline.detector import Detector, check_input_size
 from mgcda_core.pipeline.scores import SCORES
 from mgcda_core.utils.atomic import atomic_write_json
 from mgcda_core.utils.cli import user_errors
+from mgcda_core.utils.devices import check_device
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -58,11 +61,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N frames")
     parser.add_argument("--gallery", type=int, default=3, help="number of best and of worst frames shown")
     parser.add_argument("--calibrated", action="store_true", help="evaluate the calibrated [0, 1] score")
+    parser.add_argument("--allow-skips", action="store_true",
+                        help="accept frames that cannot be read (listed in metrics.json) instead of failing")
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit must be >= 1, got {args.limit}")
     if args.gallery < 0:
         parser.error(f"--gallery must be >= 0, got {args.gallery}")
+    try:
+        check_input_size(tuple(args.input_size))
+    except ValueError as error:
+        parser.error(f"--input-size: {error}")
     if args.score is None:
         args.score = "dissimilarity" if args.checkpoint is not None else "max_logit"
     return args
@@ -70,11 +79,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def build_detector(args: argparse.Namespace) -> Detector:
     size = tuple(args.input_size)
+    check_device(args.device)
     if args.checkpoint is not None:
         return Detector.from_checkpoint(args.checkpoint, score=args.score, input_size=size, device=args.device,
                                         sml_stats=args.sml_stats)
     if args.score in ("dissimilarity", "ensemble"):
-        raise ValueError(f"score {args.score!r} needs a trained dissimilarity network: pass --checkpoint")
+        raise ConfigError(f"score {args.score!r} needs a trained dissimilarity network: pass --checkpoint")
     return Detector.default(score=args.score, input_size=size, device=args.device, sml_stats=args.sml_stats)
 
 
@@ -90,6 +100,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     accumulator = MetricAccumulator(args.protocol, bins=args.bins)
     selector = FrameSelector(args.gallery)
     per_frame: list[dict] = []
+    skipped = SkippedFrames()
+    scored: list[int] = []
     args.out.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(prefix=".scores.", dir=args.out) as cache:
@@ -97,7 +109,12 @@ def evaluate(args: argparse.Namespace) -> dict:
         cache_dir = Path(cache) if args.protocol == "smiyc" else None
         start = time.perf_counter()
         for index in tqdm(range(count), desc=f"{args.dataset} / {args.score}", unit="frame"):
-            sample = dataset[index]
+            try:
+                sample = dataset[index]
+            except DataError as error:  # unreadable image or label: named, counted, and a failure at the end
+                skipped.add(dataset.frames[index].name, str(error))
+                continue
+            scored.append(index)
             score = score_fn(sample.image)
             accumulator.add(score, sample.label, frame=sample.name)
             metrics = frame_metrics(score, sample.label)
@@ -117,12 +134,13 @@ def evaluate(args: argparse.Namespace) -> dict:
             "checkpoint": str(args.checkpoint) if args.checkpoint else None,
             "model": detector.info,
             "wall_time_s": round(wall, 3),
-            "frames_per_second": round(count / wall, 4) if wall > 0 else None,
+            "frames_per_second": round(len(scored) / wall, 4) if wall > 0 else None,
+            **skipped.as_metrics(),
         }
         if cache_dir is not None:
             track = args.track or dataset.track
             components = ComponentAccumulator(result["best_F1_threshold"], track=track)
-            for index in tqdm(range(count), desc="components", unit="frame"):
+            for index in tqdm(scored, desc="components", unit="frame"):
                 components.add(np.load(cache_dir / f"{index}.npy"), dataset[index].label)
             extra["components"] = components.result()
 
@@ -130,6 +148,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     atomic_write_json(args.out / "frames.json", per_frame)
     write_curve_plots(args.out, accumulator.curve(), result, title=f"{args.dataset} / {args.score}")
     write_gallery(args.out / "gallery", selector.best(), selector.worst(), rank_name="AP")
+    skipped.check(args.allow_skips, count, str(args.out / "metrics.json"))
     return {**result, **extra}
 
 

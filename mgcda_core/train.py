@@ -21,8 +21,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="override one config key, value parsed as YAML (repeatable), e.g. --set optim.lr=2e-4")
     parser.add_argument("--resume", action="store_true",
                         help="continue from <checkpoint.out_dir>/checkpoints/latest.pt at its step")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in a <checkpoint.out_dir> that holds checkpoints, deleting them")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.resume and args.overwrite:
+        parser.error("--resume continues the run in checkpoint.out_dir, --overwrite replaces it: give one")
 
     # The config module does not import torch: a bad config is refused within a second.
     from mgcda_core.training.config import load_train_config
@@ -33,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from mgcda_core.training.trainer import train
 
     try:
-        summary = train(config, resume=args.resume, show_progress=not args.no_progress)
+        summary = train(config, resume=args.resume, overwrite=args.overwrite, show_progress=not args.no_progress)
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

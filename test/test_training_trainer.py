@@ -93,6 +93,9 @@ def test_kill_and_resume_matches_uninterrupted_run(domains: tuple[Path, Path], t
     different = [k for k in expected if not torch.equal(expected[k], got[k])]
     assert not different, f"resumed run differs from the uninterrupted one in {different[:5]}"
     assert resumed.step_fn.scheduler.state_dict() == full.step_fn.scheduler.state_dict()
+    rng = [load_training_checkpoint(latest_path(tmp_path / run))["training"]["rng"] for run in ("full", "part")]
+    assert torch.equal(rng[0]["torch"], rng[1]["torch"])
+    assert rng[0]["python"] == rng[1]["python"] and torch.equal(rng[0]["numpy"]["key"], rng[1]["numpy"]["key"])
 
 
 # Runs training in a child process that SIGKILLs itself halfway through writing its ``kill_at``-th latest.pt.

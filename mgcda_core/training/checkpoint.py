@@ -41,6 +41,17 @@ def numbered_path(out_dir: str | os.PathLike[str], step: int) -> Path:
     return Path(out_dir) / CHECKPOINT_DIR / f"step_{step:08d}.pt"
 
 
+def existing_checkpoints(out_dir: str | os.PathLike[str]) -> list[Path]:
+    """The checkpoint files (``*.pt``) a previous run left in ``out_dir``, sorted by name."""
+    folder = Path(out_dir) / CHECKPOINT_DIR
+    return sorted(folder.glob("*.pt")) if folder.is_dir() else []
+
+
+def remove_checkpoints(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
 def save_training_checkpoint(path: str | os.PathLike[str], model: torch.nn.Module, training: dict[str, Any],
                              config: dict[str, Any]) -> None:
     """Write an inference-compatible checkpoint with the training state, atomically."""

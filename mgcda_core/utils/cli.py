@@ -26,8 +26,16 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def one_line(error: BaseException) -> str:
-    """The error's message on one line (whitespace runs collapsed), bounded in length."""
-    text = " ".join(str(error).split()) or type(error).__name__
+    """The error's message on one line (its lines joined), bounded in length.
+
+    An error raised in a DataLoader worker arrives re-raised as ``type("Caught ... Original Traceback ...")``
+    (torch/_utils.py ``ExceptionWrapper``); its original message is the traceback's last line.
+    """
+    text = str(error)
+    origin = f"\n{type(error).__module__}.{type(error).__qualname__}: "
+    if text.startswith("Caught ") and origin in text:
+        text = text.rsplit(origin, 1)[1]
+    text = " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(error).__name__
     return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " ..."
 
 
