@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from mgcda_core.constants import MAX_MODEL_WIDTH
 from mgcda_core.errors import ModelError, shorten
 from mgcda_core.model.dissimilarity import MAX_FIRST_LEVEL, DissimNetPrior
 from mgcda_core.model.encoders import ENCODERS
@@ -26,9 +27,8 @@ ARCHITECTURE_KEYS = ("encoder", "width", "num_classes", "use_prior", "use_correl
 # Keys added later, with the value that reproduces a checkpoint written before them.
 OPTIONAL_ARCHITECTURE_KEYS = {"decoder_width": None, "first_level": 0, "freeze_encoder": False}
 _LISTED = 5  # how many differing keys an error message names
-# Bounds of the architecture fields, checked before a network is built: a forged checkpoint claiming width 200
-# would otherwise make the constructor allocate gigabytes. The shipped and trained networks use width <= 1.
-MAX_WIDTH = 4.0
+# Bounds of the architecture fields, checked before a network is built (see MAX_MODEL_WIDTH).
+MAX_WIDTH = MAX_MODEL_WIDTH
 MAX_NUM_CLASSES = 1000
 
 

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from mgcda_core.config_loader import config_differences, to_dict
 from mgcda_core.data.layout import LABEL_FOLDER, DomainBatchSampler, LayoutDataset, MultiDomainDataset
+from mgcda_core.errors import ConfigError
 from mgcda_core.losses.segmentation import enet_class_weights, label_folder_pixel_counts
 from mgcda_core.training import checkpoint as ckpt
 from mgcda_core.training.config import TrainConfig
@@ -94,6 +95,10 @@ class Trainer:
         seed_everything(config.train.seed)
         # The network before the label scan: a refused model setting fails in seconds, not after the scan.
         self.step_fn = TrainStep(config, self.context, self.total_steps, class_weights=None)
+        multiple = self.step_fn.model.input_multiple
+        if any(side % multiple for side in data.input_size):
+            raise ConfigError(f"data.input_size: {list(data.input_size)} must be multiples of {multiple} for "
+                              f"encoder {config.model.encoder} (its coarsest stride)")
         self.class_weights = (payload[ckpt.TRAINING_KEY]["class_weights"] if payload is not None
                               else self._class_weights())
         self.step_fn.set_class_weights(self.class_weights)
