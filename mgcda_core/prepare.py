@@ -51,6 +51,7 @@ from mgcda_core.errors import OutputError, shorten
 from mgcda_core.pipeline.stages import InferenceStages, StageOutputs
 from mgcda_core.utils.atomic import atomic_write_json
 from mgcda_core.utils.cli import parse_size, user_errors
+from mgcda_core.utils.devices import check_device
 from mgcda_core.utils.images import read_label, resize_nearest, write_png
 
 DOMAINS = ("voidclass", "anomalymix")  # also the folder names under --out
@@ -295,11 +296,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="compute only every N-th frame starting at the K-th, so N processes can share the "
                              "work (each frame is written atomically; the summary counts only finished frames)")
     args = parser.parse_args(argv)
-    config = PrepareConfig(args.cityscapes, args.coco, args.out, args.split, args.coco_split, args.size,
-                           args.batch_size, args.seed, args.limit, args.coco_min_size,
-                           tuple(args.void_anomaly_classes),
-                           tuple(args.domains or (REAL_DOMAINS if args.train_real else DOMAINS)), args.device,
-                           args.train_real, args.variants, args.shard)
+    try:
+        config = PrepareConfig(args.cityscapes, args.coco, args.out, args.split, args.coco_split, args.size,
+                               args.batch_size, args.seed, args.limit, args.coco_min_size,
+                               tuple(args.void_anomaly_classes),
+                               tuple(args.domains or (REAL_DOMAINS if args.train_real else DOMAINS)), args.device,
+                               args.train_real, args.variants, args.shard)
+    except ValueError as error:
+        parser.error(str(error))
+    check_device(args.device)
     result = prepare(config, overwrite=args.overwrite)
     for domain, summary in result["domains"].items():
         unfinished = f", {summary['unfinished']} not finished" if summary["unfinished"] else ""
