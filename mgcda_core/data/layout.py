@@ -174,7 +174,7 @@ class DomainBatchSampler:
     def __init__(self, lengths: Sequence[int], per_domain: int, seed: int, hflip: bool = True,
                  rank: int = 0, world_size: int = 1) -> None:
         if not lengths or min(lengths) < 1:
-            raise ValueError(f"every domain needs at least one sample, got lengths {list(lengths)}")
+            raise DataError(f"every domain needs at least one sample, got lengths {list(lengths)}")
         self.lengths = list(lengths)
         self.per_domain = per_domain
         self.seed = seed
@@ -183,8 +183,8 @@ class DomainBatchSampler:
         self.world_size = world_size
         self.steps_per_epoch = max(self.lengths) // (per_domain * world_size)
         if self.steps_per_epoch < 1:
-            raise ValueError(f"the largest domain has {max(self.lengths)} samples, fewer than one step needs "
-                             f"({per_domain} per domain x {world_size} process(es))")
+            raise DataError(f"the largest domain has {max(self.lengths)} samples, fewer than one step needs "
+                            f"({per_domain} per domain x {world_size} process(es))")
         self.epoch = 0
         self.start_step = 0
 
