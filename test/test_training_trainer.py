@@ -169,6 +169,19 @@ def test_resume_refuses_changed_config_and_missing_checkpoint(domains: tuple[Pat
         Trainer(tiny_config(domains, tmp_path / "other"), CPU, resume=True, show_progress=False)
 
 
+def test_a_run_is_replaced_only_with_overwrite(domains: tuple[Path, Path], tmp_path: Path) -> None:
+    Trainer(tiny_config(domains, tmp_path, "train.stop_at_step=2", "checkpoint.keep_numbered=true"), CPU,
+            show_progress=False).fit()
+    shorter = tiny_config(domains, tmp_path, "train.stop_at_step=1")
+    with pytest.raises(CheckpointError, match="holds checkpoints of a run \\(latest.pt, step_00000002.pt\\): pass "
+                                              "--resume to continue it or --overwrite"):
+        Trainer(shorter, CPU, show_progress=False)
+    assert load_training_checkpoint(latest_path(tmp_path))["training"]["step"] == 2
+    Trainer(shorter, CPU, show_progress=False, overwrite=True).fit()
+    assert load_training_checkpoint(latest_path(tmp_path))["training"]["step"] == 1
+    assert sorted(p.name for p in latest_path(tmp_path).parent.iterdir()) == ["latest.pt"]
+
+
 def test_non_finite_loss_names_step_terms_and_files(domains: tuple[Path, Path], tmp_path: Path) -> None:
     # An absurd learning rate makes the weights overflow after the first update.
     trainer = Trainer(tiny_config(domains, tmp_path, "optim.lr=1e38"), CPU, show_progress=False)
