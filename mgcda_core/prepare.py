@@ -47,7 +47,7 @@ from mgcda_core.data.real_domains import (
     RealVoidClass,
 )
 from mgcda_core.data.voidclass import VoidClass, VoidClassConfig
-from mgcda_core.errors import OutputError, shorten
+from mgcda_core.errors import ConfigError, shorten
 from mgcda_core.pipeline.stages import InferenceStages, StageOutputs
 from mgcda_core.utils.atomic import atomic_write_json
 from mgcda_core.utils.cli import parse_size, user_errors
@@ -199,7 +199,7 @@ def check_resume_settings(config: PrepareConfig, overwrite: bool = False) -> Non
         changed = [f"{key}: {shorten(previous.get(key))} -> {current[key]}" for key in OUTPUT_SETTINGS
                    if previous.get(key) != current[key]]
         if changed and not overwrite:
-            raise OutputError(f"{config.out} was prepared with other settings ({'; '.join(changed)}); resuming would "
+            raise ConfigError(f"{config.out} was prepared with other settings ({'; '.join(changed)}); resuming would "
                               "mix them: use a new --out, the previous settings, or --overwrite to replace it")
         if not changed:
             return
