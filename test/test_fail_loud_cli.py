@@ -73,12 +73,12 @@ def test_binary_and_alias_bomb_configs_give_one_line(tmp_path: Path, capsys: pyt
 
 
 def test_input_size_must_fit_the_encoder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    roots = [write_layout(tmp_path / d, 2, size=(40, 72)) for d in ("v", "a")]
+    roots = [write_layout(tmp_path / d, 2, size=(36, 68)) for d in ("v", "a")]
     assert train.main(["--config", str(CONFIG), "--no-progress", "--set", f"data.domain_v={roots[0]}",
-                       "--set", f"data.domain_a={roots[1]}", "--set", "data.input_size=[40, 72]",
+                       "--set", f"data.domain_a={roots[1]}", "--set", "data.input_size=[36, 68]",
                        "--set", "model.pretrained=false", "--set", "model.width=0.125", "--set", "train.batch_size=2",
                        "--set", f"checkpoint.out_dir={tmp_path / 'run'}"]) == 2
-    assert only_error_line(capsys) == ("error: data.input_size: [40, 72] must be multiples of 16 for encoder vgg16 "
+    assert only_error_line(capsys) == ("error: data.input_size: [36, 68] must be multiples of 8 for encoder vgg16 "
                                        "(its coarsest stride)")
 
 
