@@ -10,11 +10,15 @@ Rules, generic to every dataclass config in the package:
   the expected type and the value given. Values are never coerced, except int -> float and list -> tuple.
 - A dataclass may check values in ``__post_init__`` by raising ``ValueError``; the message is re-raised as a
   ``ConfigError`` prefixed with the dataclass's key path.
+- A float key refuses NaN and infinity (``.nan``, ``.inf``, ``1e400``). A file must be UTF-8 text of at most
+  ``MAX_FILE_BYTES``; YAML aliases may not expand the document beyond ``MAX_EXPANDED_NODES`` nodes (an "alias
+  bomb" of a few hundred bytes otherwise expands to gigabytes), and messages quote values shortened.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -25,12 +29,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
+from mgcda_core.errors import ConfigError, shorten
+
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 T = TypeVar("T", bound="DataclassInstance")
 
 EXTENDS_KEY = "extends"
+MAX_FILE_BYTES = 1 << 20
+MAX_EXPANDED_NODES = 100_000  # train.yaml has about 60
 
 
 class _Loader(yaml.SafeLoader):
@@ -45,12 +53,39 @@ _Loader.add_implicit_resolver(
 
 
 def parse_yaml(text: str) -> Any:
-    """Parse YAML text safely (with YAML 1.2 exponent floats)."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    """Parse YAML text safely (with YAML 1.2 exponent floats), refusing documents whose aliases expand them
+    beyond ``MAX_EXPANDED_NODES`` nodes (checked on the node graph, before anything is built)."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        expanded = _expanded_size(node, {})
+        if expanded > MAX_EXPANDED_NODES:
+            raise ConfigError(f"YAML aliases expand the document to more than {MAX_EXPANDED_NODES} nodes "
+                              "(an alias bomb?); write the values out")
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ConfigError("YAML nested too deeply") from None
+    finally:
+        loader.dispose()
 
 
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message names the key path and what was expected."""
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Nodes of the document with every alias expanded, counted once per distinct node (memoised)."""
+    known = sizes.get(id(node))
+    if known == -1:
+        raise ConfigError("a YAML alias refers to a node that contains it (a recursive value)")
+    if known is not None:
+        return known
+    sizes[id(node)] = -1  # being counted
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    sizes[id(node)] = size = min(size, MAX_EXPANDED_NODES + 1)
+    return size
 
 
 def load_config(cls: type[T], path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> T:
@@ -69,10 +104,17 @@ def load_yaml_tree(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"circular 'extends' chain: {chain}")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size} bytes is too large for a config file "
+                          f"(at most {MAX_FILE_BYTES})")
     try:
         data = parse_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a YAML text file (not UTF-8; a binary file?)") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        raise ConfigError(f"{path}: not valid YAML: {shorten(str(error), 300)}") from None
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -81,7 +123,7 @@ def load_yaml_tree(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if parent_name is None:
         return data
     if not isinstance(parent_name, str):
-        raise ConfigError(f"{path}: '{EXTENDS_KEY}' must be a file path string, got {parent_name!r}")
+        raise ConfigError(f"{path}: '{EXTENDS_KEY}' must be a file path string, got {shorten(parent_name)}")
     parent = load_yaml_tree(path.parent / parent_name, (*_seen, resolved))
     return deep_merge(parent, data)
 
@@ -103,17 +145,19 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     key = key.strip()
     parts = key.split(".")
     if not sep or not key or any(not part for part in parts):
-        raise ConfigError(f"bad override {override!r}: expected KEY=VALUE with a dotted key, e.g. optim.lr=1e-4")
+        raise ConfigError(f"bad override {shorten(override)}: expected KEY=VALUE with a dotted key, e.g. optim.lr=1e-4")
     try:
         value = parse_yaml(text) if text.strip() else None
     except yaml.YAMLError as error:
-        raise ConfigError(f"bad override {override!r}: value is not a YAML scalar or list: {error}") from None
+        raise ConfigError(f"bad override {shorten(override)}: value is not a YAML scalar or list: "
+                          f"{shorten(str(error), 300)}") from None
     node = raw
     for depth, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             prefix = ".".join(parts[: depth + 1])
-            raise ConfigError(f"bad override {override!r}: {prefix} is a value ({child!r}), not a section")
+            raise ConfigError(f"bad override {shorten(override)}: {prefix} is a value ({shorten(child)}), "
+                              "not a section")
         node = child
     node[parts[-1]] = value
 
@@ -154,7 +198,7 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [key for key in data if key not in fields]
     if unknown:
-        path = _join(prefix, str(unknown[0]))
+        path = _join(prefix, shorten(unknown[0]).strip("'"))
         raise ConfigError(f"unknown key '{path}'; {where} accepts: {', '.join(fields)}")
     kwargs: dict[str, Any] = {}
     for name, field in fields.items():
@@ -217,6 +261,8 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _type_error(path, hint, value)
+        if not math.isfinite(value):
+            raise ConfigError(f"'{path}': expected a finite number, got {value}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -242,7 +288,7 @@ def _type_name(hint: Any) -> str:
 
 
 def _describe(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
+    return f"{shorten(value)} ({type(value).__name__})"
 
 
 def _join(prefix: str, name: str) -> str:

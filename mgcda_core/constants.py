@@ -9,3 +9,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Synboost's default network input (height, width).
 DEFAULT_INPUT_SIZE = (256, 512)
+
+# Largest channel-width multiplier of the dissimilarity network accepted from a config or checkpoint: the paper's
+# network is width 1; a forged width of 200 would allocate gigabytes before any check of the weights.
+MAX_MODEL_WIDTH = 4.0

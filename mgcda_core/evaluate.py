@@ -22,21 +22,24 @@ import numpy as np
 from tqdm import tqdm
 
 from mgcda_core.constants import DEFAULT_INPUT_SIZE
-from mgcda_core.data.eval_sets import EVAL_SETS, EvalLayoutError, EvalSet, open_eval_set
+from mgcda_core.data.eval_sets import EVAL_SETS, EvalSet, open_eval_set
+from mgcda_core.errors import DataError
 from mgcda_core.evaluation import (
     ComponentAccumulator,
     MetricAccumulator,
-    MetricInputError,
     frame_metrics,
     write_metrics,
 )
 from mgcda_core.evaluation.bootstrap import bootstrap_intervals
 from mgcda_core.evaluation.gallery import FrameSelector, GalleryFrame, write_gallery
 from mgcda_core.evaluation.plots import write_curve_plots
+from mgcda_core.evaluation.skips import SkippedFrames
 from mgcda_core.model.shipped import SHIPPED_SCORE
-from mgcda_core.pipeline.detector import Detector
+from mgcda_core.pipeline.detector import Detector, check_input_size
 from mgcda_core.pipeline.scores import SCORES
 from mgcda_core.utils.atomic import atomic_write_json
+from mgcda_core.utils.cli import user_errors
+from mgcda_core.utils.devices import check_device
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -63,6 +66,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
                         help="also a 95%% interval of AP/FPR95/AUROC from N resamples of the frames (keeps every "
                              "score map in memory: 5 bytes a pixel; e.g. 1000 for 20 RoadAnomaly frames)")
+    parser.add_argument("--allow-skips", action="store_true",
+                        help="accept frames that cannot be read (listed in metrics.json) instead of failing")
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit must be >= 1, got {args.limit}")
@@ -70,6 +75,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--gallery must be >= 0, got {args.gallery}")
     if args.bootstrap < 0:
         parser.error(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    try:
+        check_input_size(tuple(args.input_size))
+    except ValueError as error:
+        parser.error(f"--input-size: {error}")
     if args.score is None:
         args.score = "dissimilarity" if args.checkpoint is not None else SHIPPED_SCORE
     return args
@@ -77,6 +86,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def build_detector(args: argparse.Namespace) -> Detector:
     size = tuple(args.input_size)
+    check_device(args.device)
     if args.checkpoint is not None:
         return Detector.from_checkpoint(args.checkpoint, score=args.score, input_size=size, device=args.device,
                                         sml_stats=args.sml_stats)
@@ -96,6 +106,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     selector = FrameSelector(args.gallery)
     per_frame: list[dict] = []
     kept: list[tuple[np.ndarray, np.ndarray]] = []  # (score, label) per frame, for --bootstrap
+    skipped = SkippedFrames()
+    scored: list[int] = []
     args.out.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(prefix=".scores.", dir=args.out) as cache:
@@ -103,7 +115,12 @@ def evaluate(args: argparse.Namespace) -> dict:
         cache_dir = Path(cache) if args.protocol == "smiyc" else None
         start = time.perf_counter()
         for index in tqdm(range(count), desc=f"{args.dataset} / {args.score}", unit="frame"):
-            sample = dataset[index]
+            try:
+                sample = dataset[index]
+            except DataError as error:  # unreadable image or label: named, counted, and a failure at the end
+                skipped.add(dataset.frames[index].name, str(error))
+                continue
+            scored.append(index)
             score = score_fn(sample.image)
             accumulator.add(score, sample.label, frame=sample.name)
             metrics = frame_metrics(score, sample.label)
@@ -125,14 +142,15 @@ def evaluate(args: argparse.Namespace) -> dict:
             "checkpoint": str(args.checkpoint) if args.checkpoint else None,
             "model": detector.info,
             "wall_time_s": round(wall, 3),
-            "frames_per_second": round(count / wall, 4) if wall > 0 else None,
+            "frames_per_second": round(len(scored) / wall, 4) if wall > 0 else None,
+            **skipped.as_metrics(),
         }
         if args.bootstrap:
             extra["bootstrap_95"] = bootstrap_intervals([k[0] for k in kept], [k[1] for k in kept], args.bootstrap)
         if cache_dir is not None:
             track = args.track or dataset.track
             components = ComponentAccumulator(result["best_F1_threshold"], track=track)
-            for index in tqdm(range(count), desc="components", unit="frame"):
+            for index in tqdm(scored, desc="components", unit="frame"):
                 components.add(np.load(cache_dir / f"{index}.npy"), dataset[index].label)
             extra["components"] = components.result()
 
@@ -140,6 +158,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     atomic_write_json(args.out / "frames.json", per_frame)
     write_curve_plots(args.out, accumulator.curve(), result, title=f"{args.dataset} / {args.score}")
     write_gallery(args.out / "gallery", selector.best(), selector.worst(), rank_name="AP")
+    skipped.check(args.allow_skips, count, str(args.out / "metrics.json"))
     return {**result, **extra}
 
 
@@ -162,13 +181,10 @@ def summary(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+@user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        metrics = evaluate(args)
-    except (EvalLayoutError, MetricInputError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    metrics = evaluate(args)
     print(summary(metrics))
     print(f"wrote {args.out / 'metrics.json'}, pr_curve.png, roc_curve.png, frames.json, gallery/")
     return 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -46,9 +47,11 @@ from mgcda_core.data.real_domains import (
     RealVoidClass,
 )
 from mgcda_core.data.voidclass import VoidClass, VoidClassConfig
+from mgcda_core.errors import ConfigError, shorten
 from mgcda_core.pipeline.stages import InferenceStages, StageOutputs
 from mgcda_core.utils.atomic import atomic_write_json
-from mgcda_core.utils.cli import parse_size
+from mgcda_core.utils.cli import parse_size, user_errors
+from mgcda_core.utils.devices import check_device
 from mgcda_core.utils.images import read_label, resize_nearest, write_png
 
 DOMAINS = ("voidclass", "anomalymix")  # also the folder names under --out
@@ -186,19 +189,23 @@ def prepare_domain(source: DomainSource, domain_root: Path, stages: torch.nn.Mod
 OUTPUT_SETTINGS = ("split", "coco_split", "size", "seed", "coco_min_size", "void_anomaly_classes", "variants")
 
 
-def check_resume_settings(config: PrepareConfig) -> None:
-    """Record the output-defining settings in ``OUT/prepare.json``; refuse to resume with different ones."""
+def check_resume_settings(config: PrepareConfig, overwrite: bool = False) -> None:
+    """Record the output-defining settings in ``OUT/prepare.json``; refuse to resume with different ones unless
+    ``overwrite``, which removes the previous preparation's domain folders first."""
     path = config.out / "prepare.json"
     current = json.loads(json.dumps({key: getattr(config, key) for key in OUTPUT_SETTINGS}))
     if path.is_file():
         previous = json.loads(path.read_text(encoding="utf-8"))
-        changed = [f"{key}: {previous.get(key)} -> {current[key]}" for key in OUTPUT_SETTINGS
+        changed = [f"{key}: {shorten(previous.get(key))} -> {current[key]}" for key in OUTPUT_SETTINGS
                    if previous.get(key) != current[key]]
-        if changed:
-            raise ValueError(f"{config.out} was prepared with other settings ({'; '.join(changed)}); resuming would "
-                             f"mix them: use a new --out or the previous settings")
-    else:
-        atomic_write_json(path, current)
+        if changed and not overwrite:
+            raise ConfigError(f"{config.out} was prepared with other settings ({'; '.join(changed)}); resuming would "
+                              "mix them: use a new --out, the previous settings, or --overwrite to replace it")
+        if not changed:
+            return
+        for domain in REAL_DOMAINS:
+            shutil.rmtree(config.out / domain, ignore_errors=True)
+    atomic_write_json(path, current)
 
 
 def build_source(domain: str, config: PrepareConfig) -> DomainSource:
@@ -230,14 +237,14 @@ def build_real_source(domain: str, root: Path, config: PrepareConfig) -> DomainS
                           PasteConfig(variants=1, seed=config.seed + 1))
 
 
-def prepare(config: PrepareConfig, stages: torch.nn.Module | None = None) -> dict:
+def prepare(config: PrepareConfig, stages: torch.nn.Module | None = None, overwrite: bool = False) -> dict:
     """Build every domain of ``config`` under ``config.out``; write and return the summary.
 
     ``stages`` defaults to ``InferenceStages.default()`` (embedded/offline weights only), the module the
     inference graph uses, so training inputs are computed exactly as deployment inputs.
     """
     sources = {domain: build_source(domain, config) for domain in config.domains}  # fail early on bad input
-    check_resume_settings(config)
+    check_resume_settings(config, overwrite)
     if stages is None:
         stages = InferenceStages.default()
     stages = stages.to(config.device).eval()
@@ -261,6 +268,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     return k, n
 
 
+@user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mgcda_core.prepare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cityscapes", type=Path, help="Cityscapes root (leftImg8bit/, gtFine/)")
@@ -270,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--variants", type=int, default=2,
                         help="--train-real: AnomalyMix versions of every background (default 2)")
     parser.add_argument("--out", required=True, type=Path, help="output folder (one sub-folder per domain)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a preparation in --out made with other settings (the same settings resume)")
     parser.add_argument("--split", default="train", help="Cityscapes split (default train)")
     parser.add_argument("--coco-split", default="train2017", help="COCO split (default train2017)")
     parser.add_argument("--size", type=parse_size, default=DEFAULT_INPUT_SIZE, help="output size HxW (256x512)")
@@ -286,12 +296,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="compute only every N-th frame starting at the K-th, so N processes can share the "
                              "work (each frame is written atomically; the summary counts only finished frames)")
     args = parser.parse_args(argv)
-    config = PrepareConfig(args.cityscapes, args.coco, args.out, args.split, args.coco_split, args.size,
-                           args.batch_size, args.seed, args.limit, args.coco_min_size,
-                           tuple(args.void_anomaly_classes),
-                           tuple(args.domains or (REAL_DOMAINS if args.train_real else DOMAINS)), args.device,
-                           args.train_real, args.variants, args.shard)
-    result = prepare(config)
+    try:
+        config = PrepareConfig(args.cityscapes, args.coco, args.out, args.split, args.coco_split, args.size,
+                               args.batch_size, args.seed, args.limit, args.coco_min_size,
+                               tuple(args.void_anomaly_classes),
+                               tuple(args.domains or (REAL_DOMAINS if args.train_real else DOMAINS)), args.device,
+                               args.train_real, args.variants, args.shard)
+    except ValueError as error:
+        parser.error(str(error))
+    check_device(args.device)
+    result = prepare(config, overwrite=args.overwrite)
     for domain, summary in result["domains"].items():
         unfinished = f", {summary['unfinished']} not finished" if summary["unfinished"] else ""
         print(f"{domain}: {summary['frames']} frames ({summary['written']} written, {summary['skipped']} already "

@@ -17,10 +17,13 @@ import torch
 from tqdm import tqdm
 
 from mgcda_core.constants import DEFAULT_INPUT_SIZE
+from mgcda_core.errors import DataError, MissingInputError
 from mgcda_core.model.segmentation import DEFAULT_WEIGHTS, NAMES, load_segmentation
 from mgcda_core.pipeline.detector import check_input_size, to_network_input
 from mgcda_core.pipeline.sml import SMLAccumulator, default_stats_path, save_stats
+from mgcda_core.utils.cli import user_errors
 from mgcda_core.utils.images import read_rgb
+from mgcda_core.utils.outputs import check_output_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -28,10 +31,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 def find_images(folder: Path) -> list[Path]:
     """All .png/.jpg/.jpeg files under ``folder`` (recursive, sorted); refuses a missing or image-less folder."""
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}")
+        raise MissingInputError(f"image folder not found: {folder}")
     images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not images:
-        raise ValueError(f"no {'/'.join(IMAGE_SUFFIXES)} images under {folder}")
+        raise DataError(f"no {'/'.join(IMAGE_SUFFIXES)} images under {folder}")
     return images
 
 
@@ -44,6 +47,7 @@ def compute(images: list[Path], segmentation: torch.nn.Module, input_size: tuple
     return accumulator
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mgcda_core.sml_stats", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,9 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-size", type=int, nargs=2, default=DEFAULT_INPUT_SIZE, metavar=("H", "W"),
                         help="network input size, as the Detector uses (default %(default)s)")
     args = parser.parse_args(argv)
-    input_size = check_input_size(tuple(args.input_size))
+    try:
+        input_size = check_input_size(tuple(args.input_size))
+    except ValueError as error:
+        parser.error(f"--input-size: {error}")
     weights = args.weights if args.weights is not None else DEFAULT_WEIGHTS
     out = args.out if args.out is not None else default_stats_path(weights)
+    check_output_file(out, "--out", overwrite=True)  # statistics are recomputed in place; a typo is not created
     images = find_images(args.images)
     accumulator = compute(images, load_segmentation(args.segmentation, args.weights), input_size)
     mean, std, fallback = accumulator.result()

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mgcda_core.config_loader import ConfigError
+from mgcda_core.utils.cli import user_errors
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mgcda_core.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -20,28 +21,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="override one config key, value parsed as YAML (repeatable), e.g. --set optim.lr=2e-4")
     parser.add_argument("--resume", action="store_true",
                         help="continue from <checkpoint.out_dir>/checkpoints/latest.pt at its step")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in a <checkpoint.out_dir> that holds checkpoints, deleting them")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.resume and args.overwrite:
+        parser.error("--resume continues the run in checkpoint.out_dir, --overwrite replaces it: give one")
 
     # The config module does not import torch: a bad config is refused within a second.
     from mgcda_core.training.config import load_train_config
 
-    try:
-        config = load_train_config(args.config, args.overrides)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config = load_train_config(args.config, args.overrides)
 
-    from mgcda_core.data.layout import LayoutError
-    from mgcda_core.training.checkpoint import CheckpointError
     from mgcda_core.training.step import NonFiniteLossError
     from mgcda_core.training.trainer import train
 
     try:
-        summary = train(config, resume=args.resume, show_progress=not args.no_progress)
-    except (ConfigError, LayoutError, CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        summary = train(config, resume=args.resume, overwrite=args.overwrite, show_progress=not args.no_progress)
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -22,6 +22,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
+from mgcda_core.errors import DataError, shorten
 from mgcda_ros.conversions import ImageFields
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -31,7 +32,7 @@ STORAGE_SUFFIXES = (".db3", ".mcap")
 TYPESTORE_NAME = Stores.ROS2_KILTED
 
 
-class BagError(ValueError):
+class BagError(DataError):
     """A bag or topic that cannot be used; the message says what the bag has instead."""
 
 
@@ -74,8 +75,9 @@ class BagReader:
     def messages(self, topics: list[str]) -> Iterator[tuple[str, int, Any]]:
         """(topic, bag timestamp ns, deserialised message) for ``topics``, in bag time order."""
         connections = [c for c in self._reader.connections if c.topic in topics]
-        for connection, timestamp, raw in self._reader.messages(connections=connections):
-            yield connection.topic, timestamp, self._reader.deserialize(raw, connection.msgtype)
+        with _damage_named(self.path):
+            for connection, timestamp, raw in self._reader.messages(connections=connections):
+                yield connection.topic, timestamp, self._reader.deserialize(raw, connection.msgtype)
 
 
 @contextlib.contextmanager
@@ -85,17 +87,25 @@ def open_bag(path: str | Path) -> Iterator[BagReader]:
     if not path.exists():
         raise BagError(f"bag not found: {path} (expected a ROS 1 .bag file, a rosbag2 directory, or a .db3/.mcap file)")
     with contextlib.ExitStack() as stack:
-        if path.is_dir() and (path / "metadata.yaml").is_file() or path.suffix == ".bag":
-            paths = [path]
-        else:
-            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mgcda_bag_")))
-            paths = _reindexed_copy(path, tmp)
-        reader = AnyReader(paths, default_typestore=typestore())
-        try:
+        with _damage_named(path):
+            if path.is_dir() and (path / "metadata.yaml").is_file() or path.suffix == ".bag":
+                paths = [path]
+            else:
+                tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mgcda_bag_")))
+                paths = _reindexed_copy(path, tmp)
+            reader = AnyReader(paths, default_typestore=typestore())
             stack.enter_context(reader)
-        except AnyReaderError as err:
-            raise BagError(f"cannot read bag {path}: {err}") from None
         yield BagReader(reader, path)
+
+
+@contextlib.contextmanager
+def _damage_named(path: Path) -> Iterator[None]:
+    """A truncated or corrupt bag (sqlite, mcap or rosbags errors) becomes a BagError naming it."""
+    try:
+        yield
+    except (AnyReaderError, sqlite3.DatabaseError, EOFError) as err:
+        raise BagError(f"cannot read bag {path} (truncated or damaged?): {type(err).__name__}: "
+                       f"{shorten(str(err))}") from None
 
 
 def _reindexed_copy(path: Path, tmp: Path) -> list[Path]:

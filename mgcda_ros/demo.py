@@ -14,8 +14,11 @@ import sys
 from pathlib import Path
 
 from mgcda_core.data.eval_sets import road_anomaly
+from mgcda_core.errors import OutputError
+from mgcda_core.utils.cli import user_errors
 from mgcda_ros.bag_io import COMPRESSED, IMAGE, BagWriter
 from mgcda_ros.conversions import label_to_fields
+from mgcda_ros.model_loading import load_detector
 from mgcda_ros.params import NodeParams
 from mgcda_ros.replay import ReplayConfig, replay
 
@@ -38,6 +41,7 @@ def build_demo_bag(path: Path, assets: Path = ASSETS) -> int:
     return len(frames)
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mgcda_ros.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
@@ -46,13 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     input_bag, output_bag = args.out / "input_bag", args.out / "anomaly_bag"
     for existing in (input_bag, output_bag):
         if existing.exists():
-            print(f"demo: error: {existing} exists; choose a new --out folder", file=sys.stderr)
-            return 2
+            raise OutputError(f"{existing} exists; choose a new --out folder")
+    params = NodeParams(score=args.score)
+    detector = load_detector(params)  # a score it cannot run fails here, before anything is written
     count = build_demo_bag(input_bag)
     print(f"demo: wrote {count} RoadAnomaly frames to {input_bag} ({IMAGE_TOPIC}, {GT_TOPIC})")
     config = ReplayConfig(bag=input_bag, image_topic=IMAGE_TOPIC, gt_topic=GT_TOPIC, out=args.out,
-                          params=NodeParams(score=args.score), write_bag=output_bag)
-    summary = replay(config)
+                          params=params, write_bag=output_bag)
+    summary = replay(config, detector)
     metrics = summary["metrics"]
     out = args.out.resolve()
     model = summary["model"]

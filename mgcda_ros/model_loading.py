@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mgcda_core.errors import MgcdaError
 from mgcda_core.model.segmentation import DEFAULT_WEIGHTS
 from mgcda_core.pipeline.detector import Detector, build_graph
 from mgcda_core.runtime.factory import RuntimeOptions, make_runtime
@@ -19,7 +20,7 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 EXPORTED_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(MgcdaError, RuntimeError):
     """The model file named by ``model_path`` is missing or unusable; the message names it."""
 
 

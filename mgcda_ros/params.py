@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mgcda_core.errors import ConfigError
 from mgcda_core.model.shipped import SHIPPED_SCORE
 from mgcda_core.pipeline.detector import SIZE_MULTIPLE
 from mgcda_core.pipeline.scores import SCORES
@@ -29,7 +30,7 @@ BIT_DEPTHS = (0, *range(8, 17))
 DEFAULT_ENGINE_CACHE = Path.home() / ".cache" / "mgcda_ros" / "engines"
 
 
-class ParameterError(ValueError):
+class ParameterError(ConfigError):
     """A parameter value the node refuses; the message names the parameter, the value and what is allowed."""
 
 

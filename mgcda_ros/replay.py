@@ -10,6 +10,7 @@ No ROS installation needed.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,11 +20,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from mgcda_core.errors import ModelError, OutputError
 from mgcda_core.evaluation.accumulator import PROTOCOLS, MetricAccumulator, frame_metrics
 from mgcda_core.evaluation.gallery import FrameSelector, GalleryFrame, write_gallery
 from mgcda_core.evaluation.plots import write_curve_plots
 from mgcda_core.evaluation.report import write_metrics
+from mgcda_core.evaluation.skips import SkippedFrames
 from mgcda_core.utils.atomic import atomic_write_json
+from mgcda_core.utils.cli import user_errors
 from mgcda_core.utils.images import write_png
 from mgcda_ros.bag_io import COMPRESSED, IMAGE, BagWriter, open_bag, stamp_ns
 from mgcda_ros.conversions import (
@@ -34,7 +38,7 @@ from mgcda_ros.conversions import (
     message_to_rgb,
     score_to_fields,
 )
-from mgcda_ros.model_loading import ModelLoadError, load_detector
+from mgcda_ros.model_loading import load_detector
 from mgcda_ros.overlay import anomaly_mask, make_overlay
 from mgcda_ros.params import NodeParams
 
@@ -59,6 +63,10 @@ class ReplayConfig:
     save_overlays: int = 20
     gallery: int = 3
     progress: bool = True
+    #: replace an existing ``write_bag``
+    overwrite: bool = False
+    #: end without an error when frames were rejected (they are listed in the summary and metrics.json)
+    allow_skips: bool = False
 
 
 class _Evaluation:
@@ -78,6 +86,7 @@ class _Evaluation:
 def replay(config: ReplayConfig, detector: Any = None) -> dict:
     """Replay ``config.bag``; returns the summary also written to ``out/replay.json`` (and metrics when GT exists)."""
     p = config.params
+    check_outputs(config)
     with open_bag(config.bag) as bag:
         image_type = bag.require_topic(config.image_topic, (IMAGE, COMPRESSED), "image")
         if config.gt_topic:
@@ -88,11 +97,14 @@ def replay(config: ReplayConfig, detector: Any = None) -> dict:
         evaluation = _Evaluation(config.protocol, config.gallery) if config.gt_topic else None
         namespace = config.output_namespace.rstrip("/")
         out_topics = {name: f"{namespace}/{name}" if namespace else f"/{name}" for name in OUTPUT_TOPICS}
+        if config.write_bag and config.overwrite:
+            remove_bag(config.write_bag)
         writer = (BagWriter(config.write_bag, {t: IMAGE for t in out_topics.values()}, config.bag_storage)
                   if config.write_bag else None)
         pending_images: dict[int, tuple[int, Any]] = {}
         pending_labels: dict[int, np.ndarray] = {}
         counts = {"frames": 0, "frames_with_gt": 0, "rejected": 0, "model_s": 0.0}
+        skipped = SkippedFrames()
         overlay_dir = config.out / "overlays"
         start = time.monotonic()
         topics = [config.image_topic] + ([config.gt_topic] if config.gt_topic else [])
@@ -102,9 +114,17 @@ def replay(config: ReplayConfig, detector: Any = None) -> dict:
                 for topic, timestamp, msg in bag.messages(topics):
                     stamp = stamp_ns(msg)
                     if topic == config.gt_topic:
-                        label = label_from_image(msg)
+                        try:
+                            label = label_from_image(msg)
+                        except RejectedImage as err:  # the frame is scored, but cannot count in the metrics
+                            skipped.add(f"{stamp}", f"ground truth at stamp {stamp} rejected: {err}")
+                            gt_stamps.discard(stamp)
+                            if stamp in pending_images:
+                                _frame(config, detector, writer, None, out_topics, overlay_dir, counts, skipped,
+                                       *pending_images.pop(stamp), None)
+                            continue
                         if stamp in pending_images:
-                            _frame(config, detector, writer, evaluation, out_topics, overlay_dir, counts,
+                            _frame(config, detector, writer, evaluation, out_topics, overlay_dir, counts, skipped,
                                    *pending_images.pop(stamp), label)
                         else:
                             pending_labels[stamp] = label
@@ -113,11 +133,12 @@ def replay(config: ReplayConfig, detector: Any = None) -> dict:
                     if stamp in gt_stamps and stamp not in pending_labels:
                         pending_images[stamp] = (timestamp, msg)  # its mask comes later in the bag
                         continue
-                    _frame(config, detector, writer, evaluation, out_topics, overlay_dir, counts, timestamp, msg,
-                           pending_labels.pop(stamp, None))
+                    _frame(config, detector, writer, evaluation, out_topics, overlay_dir, counts, skipped, timestamp,
+                           msg, pending_labels.pop(stamp, None))
                     bar.set_postfix(fps=f"{counts['frames'] / max(time.monotonic() - start, 1e-9):.2f}")
             for timestamp, msg in pending_images.values():  # only if a mask's stamp repeats: score them anyway
-                _frame(config, detector, writer, evaluation, out_topics, overlay_dir, counts, timestamp, msg, None)
+                _frame(config, detector, writer, evaluation, out_topics, overlay_dir, counts, skipped, timestamp, msg,
+                       None)
         except BaseException:
             if writer is not None:
                 writer.abort()
@@ -129,7 +150,7 @@ def replay(config: ReplayConfig, detector: Any = None) -> dict:
     summary = {
         "bag": str(config.bag), "image_topic": config.image_topic, "image_type": image_type,
         "gt_topic": config.gt_topic, "frames": counts["frames"], "frames_with_gt": counts["frames_with_gt"],
-        "rejected_frames": counts["rejected"], "gt_without_image": len(pending_labels),
+        "rejected_frames": counts["rejected"], "gt_without_image": len(pending_labels), **skipped.as_metrics(),
         "fps": counts["frames"] / elapsed if elapsed > 0 else None,
         "model_fps": counts["frames"] / counts["model_s"] if counts["model_s"] > 0 else None,
         "parameters": p.as_dict(), "model": model_info, "output_bag": str(config.write_bag) if config.write_bag else None,
@@ -137,28 +158,51 @@ def replay(config: ReplayConfig, detector: Any = None) -> dict:
     if evaluation is not None and counts["frames_with_gt"]:
         result = evaluation.metrics.result()
         write_metrics(config.out, result, extra={"score": p.score, "model": model_info, "checkpoint": p.model_path or None,
-                                                 "source": f"rosbag replay of {config.bag} ({config.image_topic})"})
+                                                 "source": f"rosbag replay of {config.bag} ({config.image_topic})",
+                                                 **skipped.as_metrics()})
         write_curve_plots(config.out, evaluation.metrics.curve(), result, title=f"replay {config.bag.name}")
         write_gallery(config.out / "gallery", evaluation.selector.best(), evaluation.selector.worst())
         summary["metrics"] = {k: result[k] for k in ("AP", "FPR95", "AUROC", "num_images", "num_pixels", "protocol")}
     atomic_write_json(config.out / SUMMARY_FILE, summary)
+    skipped.check(config.allow_skips, counts["frames"] + counts["rejected"], str(config.out / SUMMARY_FILE))
     return summary
 
 
+def check_outputs(config: ReplayConfig) -> None:
+    """Refuse, before any work: an ``out`` that is a file, an existing ``write_bag`` without ``overwrite``."""
+    if config.out.exists() and not config.out.is_dir():
+        raise OutputError(f"--out {config.out} is a file; name a folder")
+    if config.write_bag is not None and config.write_bag.exists() and not config.overwrite:
+        raise OutputError(f"--write-bag {config.write_bag} exists; pass --overwrite to replace it")
+
+
+def remove_bag(path: Path) -> None:
+    """Delete a bag written earlier (a rosbag2 folder or a single storage file) that is being replaced."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
 def _frame(config: ReplayConfig, detector: Any, writer: BagWriter | None, evaluation: _Evaluation | None,
-           out_topics: dict[str, str], overlay_dir: Path, counts: dict, timestamp: int, msg: Any,
-           label: np.ndarray | None) -> None:
+           out_topics: dict[str, str], overlay_dir: Path, counts: dict, skipped: SkippedFrames, timestamp: int,
+           msg: Any, label: np.ndarray | None) -> None:
     """Score one frame; write its outputs; add it to the metrics when it has a ground-truth mask."""
     p = config.params
+    name = f"{stamp_ns(msg)}"
     try:
         rgb = message_to_rgb(msg, p.max_input_pixels, p.input_bit_depth)
     except RejectedImage as err:
         counts["rejected"] += 1
-        tqdm.write(f"replay: frame at stamp {stamp_ns(msg)} rejected: {err}", file=sys.stderr)
+        skipped.add(name, f"frame at stamp {name} rejected: {err}")
+        tqdm.write(f"replay: frame at stamp {name} rejected: {err}", file=sys.stderr)
         return
-    name = f"{stamp_ns(msg)}"
     start = time.monotonic()
     raw = detector.raw_score(rgb)
+    bad = int(np.count_nonzero(~np.isfinite(raw)))
+    if bad:  # thresholding NaN gives "no anomaly": never publish or score that
+        raise ModelError(f"frame at stamp {name}: the model produced a score map with {bad} NaN or infinite "
+                         f"values of {raw.size}; refusing to score it (are the weights damaged?)")
     score = detector.calibration(raw)  # the node's detector(rgb), without scoring twice
     counts["model_s"] += time.monotonic() - start
     mask = anomaly_mask(score, p.threshold)
@@ -197,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--protocol", choices=PROTOCOLS, default="fishyscapes")
     parser.add_argument("--save-overlays", type=int, default=20, help="overlay PNGs of the first N frames (default 20)")
     parser.add_argument("--gallery", type=int, default=3, help="best/worst frames in the gallery (default 3)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --write-bag")
+    parser.add_argument("--allow-skips", action="store_true",
+                        help="exit 0 although frames were rejected (they are listed in metrics.json and replay.json)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -208,17 +255,13 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
     return ReplayConfig(bag=args.bag, image_topic=args.image_topic, out=args.out, params=params, gt_topic=args.gt_topic,
                         write_bag=args.write_bag, bag_storage=args.bag_storage, output_namespace=args.output_namespace,
                         protocol=args.protocol, save_overlays=args.save_overlays, gallery=args.gallery,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, overwrite=args.overwrite, allow_skips=args.allow_skips)
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        summary = replay(config_from_args(args))
-    # bad bags/topics/parameters/masks (BagError, ParameterError, RejectedImage, MetricInputError are ValueErrors)
-    except (ValueError, ModelLoadError) as err:
-        print(f"replay: error: {err}", file=sys.stderr)
-        return 2
+    summary = replay(config_from_args(args))
     print(f"replay: {summary['frames']} frames at {summary['fps']:.2f} fps -> {args.out.resolve()}")
     if "metrics" in summary:
         m = summary["metrics"]

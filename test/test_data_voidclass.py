@@ -10,6 +10,7 @@ from test_data_cityscapes import _real_tree, _synthetic_tree
 
 from mgcda_core.data.cityscapes import list_frames, read_frame
 from mgcda_core.data.voidclass import VoidClass, VoidClassConfig, void_class_label
+from mgcda_core.errors import ConfigError
 
 ROAD, CAR, STATIC, DYNAMIC, EGO, PARKING, UNLABELED = 7, 26, 4, 5, 1, 9, 0
 
@@ -45,7 +46,7 @@ def test_static_objects_can_be_counted_as_anomalies_too() -> None:
 def test_non_void_class_is_refused_as_void_object() -> None:
     with pytest.raises(ValueError, match=r"\['car'\] are not in Cityscapes' void category"):
         VoidClassConfig(("car",))
-    with pytest.raises(KeyError, match="unknown Cityscapes class 'dinosaur'"):
+    with pytest.raises(ConfigError, match="unknown Cityscapes class 'dinosaur'"):
         VoidClassConfig(("dinosaur",))
 
 

@@ -53,7 +53,7 @@ def test_foreign_files_are_refused(tmp_path: Path) -> None:
         load_model(plain)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"definitely not a checkpoint")
-    with pytest.raises(ValueError, match="not a readable torch checkpoint"):
+    with pytest.raises(ValueError, match="junk.pt: not a readable mgcda checkpoint \\(not a torch file, or damaged\\)$"):
         load_model(junk)
     with pytest.raises(FileNotFoundError):
         load_model(tmp_path / "absent.pt")

@@ -93,6 +93,9 @@ def test_kill_and_resume_matches_uninterrupted_run(domains: tuple[Path, Path], t
     different = [k for k in expected if not torch.equal(expected[k], got[k])]
     assert not different, f"resumed run differs from the uninterrupted one in {different[:5]}"
     assert resumed.step_fn.scheduler.state_dict() == full.step_fn.scheduler.state_dict()
+    rng = [load_training_checkpoint(latest_path(tmp_path / run))["training"]["rng"] for run in ("full", "part")]
+    assert torch.equal(rng[0]["torch"], rng[1]["torch"])
+    assert rng[0]["python"] == rng[1]["python"] and torch.equal(rng[0]["numpy"]["key"], rng[1]["numpy"]["key"])
 
 
 # Runs training in a child process that SIGKILLs itself halfway through writing its ``kill_at``-th latest.pt.
@@ -164,6 +167,19 @@ def test_resume_refuses_changed_config_and_missing_checkpoint(domains: tuple[Pat
         Trainer(tiny_config(domains, tmp_path, "optim.lr=2e-4"), CPU, resume=True, show_progress=False)
     with pytest.raises(CheckpointError, match="no checkpoint to resume from: .*other.*latest.pt"):
         Trainer(tiny_config(domains, tmp_path / "other"), CPU, resume=True, show_progress=False)
+
+
+def test_a_run_is_replaced_only_with_overwrite(domains: tuple[Path, Path], tmp_path: Path) -> None:
+    Trainer(tiny_config(domains, tmp_path, "train.stop_at_step=2", "checkpoint.keep_numbered=true"), CPU,
+            show_progress=False).fit()
+    shorter = tiny_config(domains, tmp_path, "train.stop_at_step=1")
+    with pytest.raises(CheckpointError, match="holds checkpoints of a run \\(latest.pt, step_00000002.pt\\): pass "
+                                              "--resume to continue it or --overwrite"):
+        Trainer(shorter, CPU, show_progress=False)
+    assert load_training_checkpoint(latest_path(tmp_path))["training"]["step"] == 2
+    Trainer(shorter, CPU, show_progress=False, overwrite=True).fit()
+    assert load_training_checkpoint(latest_path(tmp_path))["training"]["step"] == 1
+    assert sorted(p.name for p in latest_path(tmp_path).parent.iterdir()) == ["latest.pt"]
 
 
 def test_non_finite_loss_names_step_terms_and_files(domains: tuple[Path, Path], tmp_path: Path) -> None:

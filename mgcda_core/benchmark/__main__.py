@@ -10,6 +10,7 @@ import sys
 import torch
 
 from mgcda_core.utils.atomic import atomic_write_json
+from mgcda_core.utils.cli import user_errors
 
 # Section name -> module in mgcda_core.benchmark providing run(quick: bool) -> list[dict].
 SECTIONS = {
@@ -39,6 +40,7 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mgcda_core.benchmark", description=__doc__)
     parser.add_argument("sections", nargs="*", metavar="SECTION", help=f"sections to run, of {sorted(SECTIONS)} (default: all)")

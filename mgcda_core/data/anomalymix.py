@@ -23,6 +23,7 @@ import numpy as np
 from mgcda_core.constants import IGNORE_INDEX
 from mgcda_core.data.cityscapes import LabelledFrame, label_ids_to_train_ids, list_frames, read_frame
 from mgcda_core.data.coco import CocoInstances
+from mgcda_core.errors import DataError
 
 # PEBAL's excluded COCO classes: they exist in Cityscapes' training classes and would not be anomalies.
 EXCLUDED_COCO_CATEGORIES = ("person", "bicycle", "car", "motorcycle", "bus", "truck", "traffic light", "stop sign")
@@ -36,7 +37,7 @@ class AnomalyMixConfig:
 
     def __post_init__(self) -> None:
         if self.min_size < 1:
-            raise ValueError(f"min_size must be >= 1 pixel, got {self.min_size}")
+            raise DataError(f"min_size must be >= 1 pixel, got {self.min_size}")
 
 
 class CutObject(NamedTuple):
@@ -66,10 +67,10 @@ def filter_coco_images(coco: CocoInstances, config: AnomalyMixConfig = AnomalyMi
 def cut_object(image: np.ndarray, mask: np.ndarray, image_id: int = -1) -> CutObject:
     """Crop image and mask to the bounding box of the mask's true pixels."""
     if image.shape[:2] != mask.shape:
-        raise ValueError(f"object image {image.shape[:2]} and mask {mask.shape} sizes differ")
+        raise DataError(f"object image {image.shape[:2]} and mask {mask.shape} sizes differ")
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
-        raise ValueError(f"COCO image {image_id}: empty object mask, nothing to paste")
+        raise DataError(f"COCO image {image_id}: empty object mask, nothing to paste")
     box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     return CutObject(image[box], mask[box], image_id)
 
@@ -78,7 +79,7 @@ def paste_object(image: np.ndarray, obj: CutObject, top: int, left: int) -> tupl
     """Copy of ``image`` with the object's mask pixels at (top, left), and the HxW bool mask of pasted pixels."""
     height, width = obj.mask.shape
     if top < 0 or left < 0 or top + height > image.shape[0] or left + width > image.shape[1]:
-        raise ValueError(f"object {width}x{height} at (top={top}, left={left}) does not fit in a "
+        raise DataError(f"object {width}x{height} at (top={top}, left={left}) does not fit in a "
                          f"{image.shape[1]}x{image.shape[0]} image")
     pasted = np.zeros(image.shape[:2], dtype=bool)
     pasted[top:top + height, left:left + width] = obj.mask
@@ -116,7 +117,7 @@ class AnomalyMix:
         self.coco = CocoInstances(coco_root, coco_split)
         self.pool = filter_coco_images(self.coco, config)
         if not self.pool:
-            raise ValueError(f"{self.coco.annotation_file}: no image passes the AnomalyMix filter (no "
+            raise DataError(f"{self.coco.annotation_file}: no image passes the AnomalyMix filter (no "
                              f"{', '.join(config.excluded_categories)}; sides >= {config.min_size} px)")
         self.extents = _object_extents(self.coco, self.pool)
 
@@ -134,7 +135,7 @@ class AnomalyMix:
         rng = np.random.default_rng([self.config.seed, index])
         fits = np.flatnonzero((self.extents[:, 0] <= height) & (self.extents[:, 1] <= width))
         if fits.size == 0:
-            raise ValueError(f"{frame.image}: no filtered COCO object fits in its {width}x{height} frame")
+            raise DataError(f"{frame.image}: no filtered COCO object fits in its {width}x{height} frame")
         obj = self.cut(self.pool[int(fits[rng.integers(fits.size)])])
         top = int(rng.integers(height - obj.mask.shape[0] + 1))
         left = int(rng.integers(width - obj.mask.shape[1] + 1))

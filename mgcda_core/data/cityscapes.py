@@ -16,6 +16,7 @@ from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
 from cityscapesscripts.helpers.labels import name2label
 
 from mgcda_core.constants import IGNORE_INDEX
+from mgcda_core.errors import ConfigError, DataError, MissingInputError
 from mgcda_core.utils.images import read_label, read_rgb
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -41,7 +42,7 @@ TRAIN_ID_LUT = _build_train_id_lut()
 def label_id(name: str) -> int:
     """Cityscapes label id of a class name (e.g. ``"dynamic"`` → 5), from cityscapesscripts' table."""
     if name not in name2label:
-        raise KeyError(f"unknown Cityscapes class {name!r}; expected one of {sorted(name2label)}")
+        raise ConfigError(f"unknown Cityscapes class {name!r}; expected one of {sorted(name2label)}")
     return int(name2label[name].id)
 
 
@@ -49,16 +50,16 @@ def label_ids_of_category(category: str) -> tuple[int, ...]:
     """All label ids whose cityscapesscripts category is ``category`` (e.g. ``"void"`` → 0..6)."""
     ids = tuple(label.id for label in CITYSCAPES_LABELS if label.category == category and label.id >= 0)
     if not ids:
-        raise KeyError(f"no Cityscapes labels in category {category!r}")
+        raise ConfigError(f"no Cityscapes labels in category {category!r}")
     return ids
 
 
 def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
     """Map an HxW array of Cityscapes label ids to uint8 train ids (255 = ignored in evaluation)."""
     if label_ids.ndim != 2:
-        raise ValueError(f"expected an HxW label-id array, got shape {label_ids.shape}")
+        raise DataError(f"expected an HxW label-id array, got shape {label_ids.shape}")
     if label_ids.size and (label_ids.min() < 0 or label_ids.max() > 255):
-        raise ValueError(f"label ids must lie in 0..255, got range {label_ids.min()}..{label_ids.max()}")
+        raise DataError(f"label ids must lie in 0..255, got range {label_ids.min()}..{label_ids.max()}")
     return TRAIN_ID_LUT[label_ids.astype(np.intp)]
 
 
@@ -89,7 +90,7 @@ class LabelledFrame(NamedTuple):
 
 def _require_dir(path: Path, what: str) -> None:
     if not path.is_dir():
-        raise FileNotFoundError(f"Cityscapes {what} folder not found: {path} (expected the official layout "
+        raise MissingInputError(f"Cityscapes {what} folder not found: {path} (expected the official layout "
                                 f"<root>/leftImg8bit/<split>/<city>/*{IMAGE_SUFFIX} and "
                                 f"<root>/gtFine/<split>/<city>/*{LABEL_IDS_SUFFIX})")
 
@@ -109,10 +110,10 @@ def list_frames(root: str | os.PathLike[str], split: str = "train") -> list[City
                                 label_dir / city / f"{name}{INSTANCE_IDS_SUFFIX}")
         for path in (frame.label_ids, frame.instance_ids):
             if not path.is_file():
-                raise FileNotFoundError(f"{image}: its label file {path} is missing")
+                raise MissingInputError(f"{image}: its label file {path} is missing")
         frames.append(frame)
     if not frames:
-        raise FileNotFoundError(f"no *{IMAGE_SUFFIX} images under {image_dir}/<city>/")
+        raise MissingInputError(f"no *{IMAGE_SUFFIX} images under {image_dir}/<city>/")
     return frames
 
 
@@ -120,10 +121,10 @@ def read_label_ids(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a ``*_labelIds.png`` as HxW uint8; refuses colour masks and ids outside cityscapesscripts' table."""
     ids = read_label(path)
     if ids.dtype != np.uint8:
-        raise ValueError(f"{path}: expected 8-bit Cityscapes label ids, got dtype {ids.dtype}")
+        raise DataError(f"{path}: expected 8-bit Cityscapes label ids, got dtype {ids.dtype}")
     unknown = sorted(set(np.unique(ids).tolist()) - VALID_LABEL_IDS)
     if unknown:
-        raise ValueError(f"{path}: values {unknown[:10]} are not Cityscapes label ids (expected 0..33 from "
+        raise DataError(f"{path}: values {unknown[:10]} are not Cityscapes label ids (expected 0..33 from "
                          f"cityscapesscripts' table; a trainIds or colour image?)")
     return ids
 
@@ -140,10 +141,10 @@ def read_frame(frame: CityscapesFrame) -> CityscapesSample:
     instance_ids = read_instance_ids(frame.instance_ids)
     for path, array in ((frame.label_ids, label_ids), (frame.instance_ids, instance_ids)):
         if array.shape != image.shape[:2]:
-            raise ValueError(f"{path}: size {array.shape[1]}x{array.shape[0]} differs from its image "
+            raise DataError(f"{path}: size {array.shape[1]}x{array.shape[0]} differs from its image "
                              f"{frame.image} ({image.shape[1]}x{image.shape[0]}); expected equal sizes")
     semantic_of_instances = np.where(instance_ids >= 1000, instance_ids // 1000, instance_ids)
     if not np.array_equal(semantic_of_instances, label_ids):
-        raise ValueError(f"{frame.instance_ids}: instance ids disagree with {frame.label_ids} (expected the "
+        raise DataError(f"{frame.instance_ids}: instance ids disagree with {frame.label_ids} (expected the "
                          f"label id for stuff and label id * 1000 + k for instances)")
     return CityscapesSample(image, label_ids, instance_ids)

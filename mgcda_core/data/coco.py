@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools.coco import COCO
 
+from mgcda_core.errors import DataError, MissingInputError
 from mgcda_core.utils.images import read_rgb
 
 
@@ -26,10 +27,10 @@ class CocoInstances:
         self.annotation_file = self.root / "annotations" / f"instances_{split}.json"
         self.image_dir = self.root / split
         if not self.annotation_file.is_file():
-            raise FileNotFoundError(f"COCO annotation file not found: {self.annotation_file} (expected "
+            raise MissingInputError(f"COCO annotation file not found: {self.annotation_file} (expected "
                                     f"<root>/annotations/instances_{split}.json)")
         if not self.image_dir.is_dir():
-            raise FileNotFoundError(f"COCO image folder not found: {self.image_dir} (expected <root>/{split}/)")
+            raise MissingInputError(f"COCO image folder not found: {self.image_dir} (expected <root>/{split}/)")
         with open(self.annotation_file, encoding="utf-8") as handle:
             dataset = json.load(handle)
         _check_instances(dataset, self.annotation_file)
@@ -70,7 +71,7 @@ class CocoInstances:
         path = self.image_dir / info["file_name"]
         image = read_rgb(path)
         if image.shape[:2] != (info["height"], info["width"]):
-            raise ValueError(f"{path}: size {image.shape[1]}x{image.shape[0]} differs from {self.annotation_file}'s "
+            raise DataError(f"{path}: size {image.shape[1]}x{image.shape[0]} differs from {self.annotation_file}'s "
                              f"{info['width']}x{info['height']} for image id {image_id}")
         return image
 
@@ -79,14 +80,14 @@ def _check_instances(dataset: object, path: Path) -> None:
     """Refuse files that are not COCO instance annotations (captions, keypoints-less lists, empty files)."""
     expected = "expected a COCO instances file with 'images', 'categories' and 'annotations' carrying 'segmentation'"
     if not isinstance(dataset, dict):
-        raise ValueError(f"{path}: top level is a {type(dataset).__name__}, {expected}")
+        raise DataError(f"{path}: top level is a {type(dataset).__name__}, {expected}")
     missing = [key for key in ("images", "categories", "annotations") if key not in dataset]
     if missing:
-        raise ValueError(f"{path}: keys {missing} missing; {expected}")
+        raise DataError(f"{path}: keys {missing} missing; {expected}")
     annotations = dataset["annotations"]
     if not annotations:
-        raise ValueError(f"{path}: no annotations; {expected}")
+        raise DataError(f"{path}: no annotations; {expected}")
     without = [ann.get("id") for ann in annotations if "segmentation" not in ann or "category_id" not in ann]
     if without:
-        raise ValueError(f"{path}: {len(without)} annotations (ids {without[:5]}) have no instance segmentation; "
+        raise DataError(f"{path}: {len(without)} annotations (ids {without[:5]}) have no instance segmentation; "
                          f"{expected}")

@@ -23,12 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mgcda_core.errors import ConfigError, DataError, MissingInputError, shorten
 from mgcda_core.utils.images import read_label, read_rgb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
-class EvalLayoutError(ValueError):
+class EvalLayoutError(DataError):
     """An evaluation-set root does not have the expected layout."""
 
 
@@ -68,7 +69,7 @@ class EvalSet(Sequence[EvalSample]):
         image = read_rgb(frame.image_path)
         raw = read_label(frame.label_path)
         if raw.shape != image.shape[:2]:
-            raise ValueError(f"{frame.label_path}: label shape {raw.shape} differs from image shape "
+            raise DataError(f"{frame.label_path}: label shape {raw.shape} differs from image shape "
                              f"{image.shape[:2]} of {frame.image_path}")
         return EvalSample(frame.name, image, self.map_label(raw, frame.label_path))
 
@@ -78,7 +79,7 @@ class EvalSet(Sequence[EvalSample]):
         present = {int(v) for v in np.flatnonzero(np.bincount(raw.ravel().astype(np.int64)))}
         unknown = sorted(present - defined)
         if unknown:
-            raise ValueError(f"{path}: label values {unknown[:10]} are not defined for {self.name}; "
+            raise DataError(f"{path}: label values {unknown[:10]} are not defined for {self.name}; "
                              f"expected only {sorted(defined)}")
         return self._lut[raw].astype(np.uint8)
 
@@ -101,7 +102,10 @@ def road_anomaly(root: str | os.PathLike[str]) -> EvalSet:
     root = Path(root)
     layout = "frame_list.json and frames/<name>.jpg with frames/<name without suffix>.labels/labels_semantic.png"
     _expect((root / "frame_list.json").is_file() and (root / "frames").is_dir(), root, "RoadAnomaly", layout)
-    names = json.loads((root / "frame_list.json").read_text())
+    try:
+        names = json.loads((root / "frame_list.json").read_text())
+    except ValueError as error:  # not JSON, or not UTF-8
+        raise EvalLayoutError(f"{root / 'frame_list.json'}: not a JSON list of file names ({error})") from None
     _expect(isinstance(names, list) and all(isinstance(n, str) for n in names) and bool(names), root,
             "RoadAnomaly", layout + " (frame_list.json: a non-empty JSON list of file names)")
     frames = []
@@ -191,7 +195,7 @@ EVAL_SETS: dict[str, Callable[[str | os.PathLike[str]], EvalSet]] = {
 def open_eval_set(name: str, root: str | os.PathLike[str]) -> EvalSet:
     """Open the evaluation set ``name`` (one of ``EVAL_SETS``) at ``root``."""
     if name not in EVAL_SETS:
-        raise ValueError(f"unknown evaluation set {name!r}: expected one of {sorted(EVAL_SETS)}")
+        raise ConfigError(f"unknown evaluation set {shorten(name)}: expected one of {sorted(EVAL_SETS)}")
     if not Path(root).is_dir():
-        raise FileNotFoundError(f"evaluation set root {root} is not a folder")
+        raise MissingInputError(f"evaluation set root {root} is not a folder")
     return EVAL_SETS[name](root)

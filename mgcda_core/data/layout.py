@@ -13,7 +13,7 @@ disjoint share of every step's global batch (a distributed sampler per domain).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from mgcda_core.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES
+from mgcda_core.errors import DataError
 from mgcda_core.utils.images import read_label, read_rgb, resize_nearest
 
 IMAGE_FOLDERS = ("original", "synthesis")
@@ -35,7 +36,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SampleKey = tuple[int, int, bool]
 
 
-class LayoutError(ValueError):
+class LayoutError(DataError):
     """A training-layout folder is missing, empty or inconsistent; the message names the folder and file."""
 
 
@@ -106,14 +107,15 @@ class LayoutDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, bool]) -> dict:
         index, flip = (key, False) if isinstance(key, int) else key
         name = self.names[index]
-        images = [self._rgb(self.root / folder / name) for folder in IMAGE_FOLDERS]
-        semantic_path = self.root / SEMANTIC_FOLDER / name
-        semantic = resize_nearest(read_label(semantic_path), self.input_size)
-        _check_values(semantic, _SEMANTIC_VALUES, semantic_path, "semantic")
-        label_path = self.root / LABEL_FOLDER / name
-        label = resize_nearest(read_label(label_path), self.input_size)
-        _check_values(label, _LABEL_VALUES, label_path, "label")
-        prior = np.stack([resize_nearest(read_label(self.root / f / name), self.input_size) for f in PRIOR_FOLDERS])
+        original = read_rgb(self.root / IMAGE_FOLDERS[0] / name)
+        size = original.shape[:2]
+        images = [resize_nearest(original, self.input_size),
+                  *(self._read(folder, name, read_rgb, size) for folder in IMAGE_FOLDERS[1:])]
+        semantic = self._read(SEMANTIC_FOLDER, name, read_label, size)
+        _check_values(semantic, _SEMANTIC_VALUES, self.root / SEMANTIC_FOLDER / name, "semantic")
+        label = self._read(LABEL_FOLDER, name, read_label, size)
+        _check_values(label, _LABEL_VALUES, self.root / LABEL_FOLDER / name, "label")
+        prior = np.stack([self._read(folder, name, read_label, size) for folder in PRIOR_FOLDERS])
         sample = {
             "image": self._normalise(images[0]),
             "synthesis": self._normalise(images[1]),
@@ -125,8 +127,16 @@ class LayoutDataset(Dataset):
             sample = {k: v.flip(-1) for k, v in sample.items()}
         return {**sample, "name": name, "domain": self.domain}
 
-    def _rgb(self, path: Path) -> np.ndarray:
-        return resize_nearest(read_rgb(path), self.input_size)
+    def _read(self, folder: str, name: str, reader: Callable[[Path], np.ndarray],
+              size: tuple[int, ...]) -> np.ndarray:
+        """One map of a frame, resized to the input size; it must have the ``size`` of the frame's image (a
+        smaller label resized up would silently misplace every anomaly)."""
+        path = self.root / folder / name
+        array = reader(path)
+        if array.shape[:2] != size:
+            raise LayoutError(f"{path}: size {array.shape[1]}x{array.shape[0]} differs from its image "
+                              f"{IMAGE_FOLDERS[0]}/{name} ({size[1]}x{size[0]})")
+        return resize_nearest(array, self.input_size)
 
     def _normalise(self, rgb: np.ndarray) -> torch.Tensor:
         image = torch.tensor(rgb).permute(2, 0, 1).float() / 255.0  # copy: PIL arrays are read-only
@@ -164,7 +174,7 @@ class DomainBatchSampler:
     def __init__(self, lengths: Sequence[int], per_domain: int, seed: int, hflip: bool = True,
                  rank: int = 0, world_size: int = 1) -> None:
         if not lengths or min(lengths) < 1:
-            raise ValueError(f"every domain needs at least one sample, got lengths {list(lengths)}")
+            raise DataError(f"every domain needs at least one sample, got lengths {list(lengths)}")
         self.lengths = list(lengths)
         self.per_domain = per_domain
         self.seed = seed
@@ -173,8 +183,8 @@ class DomainBatchSampler:
         self.world_size = world_size
         self.steps_per_epoch = max(self.lengths) // (per_domain * world_size)
         if self.steps_per_epoch < 1:
-            raise ValueError(f"the largest domain has {max(self.lengths)} samples, fewer than one step needs "
-                             f"({per_domain} per domain x {world_size} process(es))")
+            raise DataError(f"the largest domain has {max(self.lengths)} samples, fewer than one step needs "
+                            f"({per_domain} per domain x {world_size} process(es))")
         self.epoch = 0
         self.start_step = 0
 

@@ -37,8 +37,9 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from mgcda_core.data.cityscapes import label_id, label_ids_to_train_ids
+from mgcda_core.errors import OutputError
 from mgcda_core.utils.atomic import atomic_write_json, atomic_write_with
-from mgcda_core.utils.cli import parse_size
+from mgcda_core.utils.cli import parse_size, user_errors
 
 Polygon = np.ndarray  # K x 2 float (x, y)
 
@@ -486,6 +487,11 @@ class ProceduralConfig:
             raise ValueError(f"frames must be >= 2 (one per source style), got {self.frames}")
         if min(self.size) < 32:
             raise ValueError(f"size must be at least 32x32, got {self.size[0]}x{self.size[1]}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0 (numpy seeds), got {self.seed}")
+        for name in ("coco_images", "target_frames"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 when given, got {getattr(self, name)}")
 
     @property
     def num_coco_images(self) -> int:
@@ -587,6 +593,7 @@ def generate(out: str | os.PathLike[str], config: ProceduralConfig = ProceduralC
 
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mgcda_core.data.procedural", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="output folder")
@@ -601,7 +608,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
-    config = ProceduralConfig(args.frames, args.size, args.seed, args.coco_images, args.target_frames)
+    if args.out.exists() and not args.out.is_dir():
+        raise OutputError(f"--out {args.out} is a file; name a folder")
+    try:
+        config = ProceduralConfig(args.frames, args.size, args.seed, args.coco_images, args.target_frames)
+    except ValueError as error:
+        parser.error(str(error))
     manifest = generate(args.out, config, args.workers)
     print(f"wrote {manifest['cityscapes_frames']} Cityscapes frames ({', '.join(manifest['source_styles'])}), "
           f"{manifest['target_frames']} Fishyscapes frames ({manifest['target_style']}) and "

@@ -26,6 +26,7 @@ from mgcda_core.data.cityscapes import (
     list_frames,
     read_frame,
 )
+from mgcda_core.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class VoidClassConfig:
         void = set(label_ids_of_category("void"))
         outside = [name for name in self.anomaly_classes if label_id(name) not in void]
         if outside:
-            raise ValueError(f"anomaly classes {outside} are not in Cityscapes' void category "
+            raise DataError(f"anomaly classes {outside} are not in Cityscapes' void category "
                              f"(expected names among ids {sorted(void)}, e.g. 'dynamic', 'static')")
 
     @property

@@ -13,6 +13,7 @@ from typing import Literal
 
 import numpy as np
 
+from mgcda_core.errors import DataError, ModelError
 from mgcda_core.evaluation.curves import Curve
 from mgcda_core.evaluation.fishyscapes import fishyscapes_metrics
 from mgcda_core.evaluation.smiyc import BinnedCurveAccumulator, BinStrategy, smiyc_pixel_metrics
@@ -28,8 +29,8 @@ def validate_pair(score: np.ndarray, label: np.ndarray, frame: str) -> None:
         raise TypeError(f"frame {frame}: score and label must be numpy arrays, got "
                         f"{type(score).__name__} and {type(label).__name__}")
     if score.ndim != 2 or label.ndim != 2 or score.shape != label.shape:
-        raise ValueError(f"frame {frame}: score map shape {score.shape} and label map shape {label.shape} "
-                         "must be the same HxW")
+        raise DataError(f"frame {frame}: score map shape {score.shape} and label map shape {label.shape} "
+                        "must be the same HxW")
     if score.dtype == bool or not (np.issubdtype(score.dtype, np.floating) or np.issubdtype(score.dtype, np.integer)):
         raise ValueError(f"frame {frame}: score map must hold real numbers, got dtype {score.dtype}")
     if not np.issubdtype(label.dtype, np.integer):
@@ -37,12 +38,13 @@ def validate_pair(score: np.ndarray, label: np.ndarray, frame: str) -> None:
     if np.issubdtype(score.dtype, np.floating):
         bad = np.count_nonzero(~np.isfinite(score))
         if bad:
-            raise ValueError(f"frame {frame}: score map holds {bad} NaN or infinite values")
+            raise ModelError(f"frame {frame}: the model produced a score map with {bad} NaN or infinite values of "
+                             f"{score.size}; refusing to score it (are the weights damaged?)")
     values = np.unique(label) if label.dtype != np.uint8 else np.flatnonzero(np.bincount(label.ravel(), minlength=256))
     unexpected = sorted(set(values.tolist()) - set(_ALLOWED_LABELS))
     if unexpected:
-        raise ValueError(f"frame {frame}: label map holds values {unexpected[:10]}; expected only 0 (normal), "
-                         "1 (anomaly) and 255 (ignore)")
+        raise DataError(f"frame {frame}: label map holds values {unexpected[:10]}; expected only 0 (normal), "
+                        "1 (anomaly) and 255 (ignore)")
 
 
 class MetricAccumulator:

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mgcda_core.errors import DataError
 
-class MetricInputError(ValueError):
+
+class MetricInputError(DataError):
     """The score/label data cannot give the requested metric (e.g. no anomaly pixel at all)."""
 
 

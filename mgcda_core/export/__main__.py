@@ -14,12 +14,16 @@ import sys
 from pathlib import Path
 
 import onnx
+from google.protobuf.message import DecodeError
 
 from mgcda_core.constants import DEFAULT_INPUT_SIZE
+from mgcda_core.errors import DataError
 from mgcda_core.export.engine_cache import write_engine
 from mgcda_core.export.onnx_export import OPSET, ExportConfig, export_onnx
 from mgcda_core.export.parameters import parameter_report
 from mgcda_core.runtime.factory import DEFAULT_ENGINE_CACHE
+from mgcda_core.utils.cli import user_errors
+from mgcda_core.utils.outputs import check_output_file
 
 STAGES = ("score", "logits", "uncertainty", "synthesis")
 
@@ -46,6 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="engine cache directory")
     parser.add_argument("--workspace-mb", type=int, default=1024, help="TensorRT builder workspace limit (MiB)")
     parser.add_argument("--device", default="cuda:0", help="CUDA device to build the engine for")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing --onnx / --engine files")
     args = parser.parse_args(argv)
     if args.build_only and args.engine is None:
         parser.error("--build-only builds an engine: give --engine")
@@ -55,7 +60,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--build-only does not export, so --checkpoint has no effect; drop one of them")
     if args.checkpoint is not None and not args.checkpoint.is_file():
         parser.error(f"checkpoint {args.checkpoint} does not exist")
+    if not args.build_only:
+        check_output_file(args.onnx, "--onnx", args.overwrite)
+    if args.engine is not None:
+        check_output_file(args.engine, "--engine", args.overwrite)
     return args
+
+
+def read_onnx(path: Path) -> onnx.ModelProto:
+    """The model in ``path`` (external data not loaded); a file that is not an ONNX graph is a DataError."""
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except DecodeError as error:
+        raise DataError(f"--onnx {path} is not an ONNX model ({error})") from None
+    if not proto.graph.input or not proto.graph.output:
+        raise DataError(f"--onnx {path} is not an ONNX model (it holds no graph inputs or outputs)")
+    return proto
 
 
 def export(args: argparse.Namespace) -> None:
@@ -95,7 +115,7 @@ def export(args: argparse.Namespace) -> None:
 def build_engine(args: argparse.Namespace) -> None:
     from mgcda_core.export.tensorrt_builder import BuildConfig, build_engine_cached, profile_for
 
-    proto = onnx.load(str(args.onnx), load_external_data=False)
+    proto = read_onnx(args.onnx)
     minimum, optimum, maximum = profile_for(proto, args.height, args.width, args.max_height, args.max_width)
     config = BuildConfig(precision=args.precision, min_shape=minimum, opt_shape=optimum, max_shape=maximum,
                          workspace_bytes=args.workspace_mb << 20, timing_cache_dir=args.engine_cache)
@@ -109,6 +129,7 @@ def build_engine(args: argparse.Namespace) -> None:
           f"profile {minimum} .. {maximum}")
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from mgcda_core.constants import IGNORE_INDEX
+from mgcda_core.errors import DataError, MissingInputError
 from mgcda_core.utils.images import read_label
 
 __all__ = [
@@ -101,13 +102,18 @@ def label_folder_pixel_counts(
     """Per-class pixel counts over every PNG label image in ``folder`` (a tqdm bar shows the scan)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"label folder not found: {folder}")
+        raise MissingInputError(f"label folder not found: {folder}")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in LABEL_SUFFIXES)
     if not files:
-        raise ValueError(f"label folder {folder} holds no {'/'.join(LABEL_SUFFIXES)} label images")
+        raise DataError(f"label folder {folder} holds no {'/'.join(LABEL_SUFFIXES)} label images")
     total = np.zeros(num_classes, dtype=np.int64)
     for path in tqdm(files, desc="class pixel counts", unit="img", disable=not progress):
-        total += _count_one(read_label(path), num_classes, str(path))
+        try:
+            total += _count_one(read_label(path), num_classes, str(path))
+        except DataError:
+            raise
+        except ValueError as error:  # values out of range: a data error of that file (named in the message)
+            raise DataError(str(error)) from None
     return total
 
 

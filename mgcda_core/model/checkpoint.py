@@ -7,12 +7,17 @@ checkpoints add keys (optimiser, scheduler, …) through ``extra``, so they are 
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
 import torch
 
-from mgcda_core.model.dissimilarity import DissimNetPrior
+from mgcda_core.constants import MAX_MODEL_WIDTH
+from mgcda_core.errors import ModelError, shorten
+from mgcda_core.model.dissimilarity import MAX_FIRST_LEVEL, DissimNetPrior
+from mgcda_core.model.encoders import ENCODERS
+from mgcda_core.model.weights_file import check_finite, load_weights_only
 from mgcda_core.utils.atomic import atomic_write_with
 
 FORMAT = "mgcda"
@@ -22,6 +27,9 @@ ARCHITECTURE_KEYS = ("encoder", "width", "num_classes", "use_prior", "use_correl
 # Keys added later, with the value that reproduces a checkpoint written before them.
 OPTIONAL_ARCHITECTURE_KEYS = {"decoder_width": None, "first_level": 0, "freeze_encoder": False}
 _LISTED = 5  # how many differing keys an error message names
+# Bounds of the architecture fields, checked before a network is built (see MAX_MODEL_WIDTH).
+MAX_WIDTH = MAX_MODEL_WIDTH
+MAX_NUM_CLASSES = 1000
 
 
 def save_model(path: str | os.PathLike[str], model: DissimNetPrior, extra: dict[str, Any] | None = None) -> None:
@@ -39,29 +47,50 @@ def save_model(path: str | os.PathLike[str], model: DissimNetPrior, extra: dict[
 
 
 def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and validate the top level of an mgcda checkpoint (``weights_only=True``); returns the whole dict."""
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # pickle/zip errors of a foreign or truncated file
-        raise ValueError(f"{path} is not a readable torch checkpoint ({type(err).__name__}: {err})") from err
+    """Load and validate an mgcda checkpoint (``weights_only=True``): top level, architecture fields and finite
+    weights; returns the whole dict."""
+    payload = load_weights_only(path, "mgcda checkpoint", map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"{path} is not an mgcda checkpoint: expected format {FORMAT!r}, found {found!r}")
+        raise ModelError(f"{path} is not an mgcda checkpoint: expected format {FORMAT!r}, found {shorten(found)}")
     if payload.get("version") != VERSION:
-        raise ValueError(f"{path} has checkpoint version {payload.get('version')!r}, this code reads {VERSION}")
+        raise ModelError(f"{path} has checkpoint version {shorten(payload.get('version'))}, this code reads {VERSION}")
     architecture = payload.get("architecture")
     if (not isinstance(architecture, dict) or not set(ARCHITECTURE_KEYS) <= set(architecture)
             or not set(architecture) <= {*ARCHITECTURE_KEYS, *OPTIONAL_ARCHITECTURE_KEYS}):
-        raise ValueError(f"{path}: 'architecture' must be a dict with keys {list(ARCHITECTURE_KEYS)} and optionally "
-                         f"{list(OPTIONAL_ARCHITECTURE_KEYS)}, got {architecture!r}")
+        raise ModelError(f"{path}: 'architecture' must be a dict with keys {list(ARCHITECTURE_KEYS)} and optionally "
+                         f"{list(OPTIONAL_ARCHITECTURE_KEYS)}, got {shorten(architecture)}")
     payload["architecture"] = {**OPTIONAL_ARCHITECTURE_KEYS, **architecture}
     if payload["architecture"]["decoder_width"] is None:
         payload["architecture"]["decoder_width"] = architecture["width"]
+    check_architecture(payload["architecture"], str(path))
     if not isinstance(payload.get("model"), dict):
-        raise ValueError(f"{path}: 'model' must be a state dict, got {type(payload.get('model')).__name__}")
+        raise ModelError(f"{path}: 'model' must be a state dict, got {type(payload.get('model')).__name__}")
+    check_finite(payload["model"], str(path))
     return payload
+
+
+def check_architecture(architecture: dict[str, Any], source: str) -> None:
+    """Refuse architecture fields of the wrong type or outside sane bounds, naming the field."""
+    def refuse(key: str, expected: str) -> None:
+        raise ModelError(f"{source}: architecture field {key!r} must be {expected}, got {shorten(architecture[key])}")
+
+    if architecture["encoder"] not in ENCODERS:
+        refuse("encoder", f"one of {', '.join(ENCODERS)}")
+    for key in ("width", "decoder_width"):
+        value = architecture[key]
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or not 0 < value <= MAX_WIDTH):
+            refuse(key, f"a number in (0, {MAX_WIDTH:g}]")
+    value = architecture["num_classes"]
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_NUM_CLASSES:
+        refuse("num_classes", f"an integer in 1..{MAX_NUM_CLASSES}")
+    value = architecture["first_level"]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_FIRST_LEVEL:
+        refuse("first_level", f"an integer in 0..{MAX_FIRST_LEVEL}")
+    for key in ("use_prior", "use_correlation", "freeze_encoder"):
+        if not isinstance(architecture[key], bool):
+            refuse(key, "true or false")
 
 
 def _shape(value: Any) -> tuple[int, ...] | str:
@@ -93,10 +122,13 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
         diffs = [f"{k}: checkpoint {saved.get(k)!r} vs expected {v!r}" for k, v in architecture.items()
                  if saved.get(k) != v]
         if diffs:
-            raise ValueError(f"{path} holds another architecture: {'; '.join(diffs)}")
-    model = DissimNetPrior(**saved, pretrained=False)
+            raise ModelError(f"{path} holds another architecture: {'; '.join(diffs)}")
+    try:
+        model = DissimNetPrior(**saved, pretrained=False)
+    except ValueError as error:  # e.g. a width too small for the encoder
+        raise ModelError(f"{path}: architecture {saved} cannot be built: {error}") from None
     problems = _state_dict_differences(model.state_dict(), payload["model"])
     if problems:
-        raise ValueError(f"{path}: weights do not fit architecture {saved}: {'; '.join(problems)}")
+        raise ModelError(f"{path}: weights do not fit architecture {saved}: {'; '.join(problems)}")
     model.load_state_dict(payload["model"], strict=True)
     return model.to(map_location)

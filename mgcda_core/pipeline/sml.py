@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from mgcda_core.constants import NUM_CLASSES
+from mgcda_core.errors import DataError, MissingInputError
 from mgcda_core.utils.atomic import atomic_write_json
 
 MIN_PIXELS = 2  # a class needs at least this many predicted pixels for a standard deviation
@@ -70,14 +71,14 @@ def load_stats(path: str | os.PathLike[str], num_classes: int = NUM_CLASSES) -> 
     """Read per-class mean and std (``num_classes`` each) written by ``python -m mgcda_core.sml_stats``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"SML statistics not found: {path}; compute them with "
+        raise MissingInputError(f"SML statistics not found: {path}; compute them with "
                                 f"python -m mgcda_core.sml_stats --images DIR --out {path}")
     try:
         data = json.loads(path.read_text())
         mean, std = np.asarray(data["mean"], np.float32), np.asarray(data["std"], np.float32)
     except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{path}: not an SML statistics file (expected JSON with 'mean' and 'std'): {error}") from error
+        raise DataError(f"{path}: not an SML statistics file (expected JSON with 'mean' and 'std'): {error}") from error
     if mean.shape != (num_classes,) or std.shape != (num_classes,) or not np.all(std > 0) or not np.all(np.isfinite(mean)):
-        raise ValueError(f"{path}: expected {num_classes} finite means and positive stds, got shapes "
-                         f"{mean.shape}/{std.shape}")
+        raise DataError(f"{path}: expected {num_classes} finite means and positive stds, got shapes "
+                        f"{mean.shape}/{std.shape}")
     return torch.from_numpy(mean), torch.from_numpy(std)

@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mgcda_core.config_loader import ConfigError, config_differences, to_dict
+from mgcda_core.errors import OutputError
 from mgcda_core.study.config import BUDGET_NAMES, ROW_NAMES, load_study_config
+from mgcda_core.utils.cli import user_errors
 
 STUDY_MARKER = "study.json"
 
@@ -53,6 +55,8 @@ def check_study_marker(out: Path, settings: dict) -> None:
         details = config_differences(json.loads(marker.read_text()), settings)
         if details:
             raise ConfigError(f"{out} holds a study with other settings ({details}); use another --out")
+    elif out.is_dir() and any(out.iterdir()):
+        raise OutputError(f"{out} is not empty and holds no study ({STUDY_MARKER}); choose another --out")
     else:
         from mgcda_core.utils.atomic import atomic_write_json
 
@@ -60,22 +64,18 @@ def check_study_marker(out: Path, settings: dict) -> None:
         atomic_write_json(marker, settings)
 
 
+@user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        study = load_study_config(args.config, tuple(args.overrides))
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    study = load_study_config(args.config, tuple(args.overrides))
 
     import torch
     from tqdm import tqdm
 
-    from mgcda_core.data.eval_sets import EvalLayoutError, open_eval_set
-    from mgcda_core.study.data import StudyError, build_study_data, data_census
+    from mgcda_core.data.eval_sets import open_eval_set
+    from mgcda_core.study.data import build_study_data, data_census
     from mgcda_core.study.report import aggregate, load_runs, wall_time_estimate, write_report
     from mgcda_core.study.runner import RunSpec, evaluate_reference, machine_info, preset_path, run_one
-    from mgcda_core.training.checkpoint import CheckpointError
     from mgcda_core.training.config import load_train_config
     from mgcda_core.training.step import NonFiniteLossError
 
@@ -109,10 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                        f"train {record['wall_s']['train']:.0f} s, evaluate {record['wall_s']['evaluate']:.0f} s",
                        file=sys.stderr)
             write_report(args.out, {**header, "machine": machine_info()})
-    except (StudyError, ConfigError, CheckpointError, NonFiniteLossError, EvalLayoutError, FileNotFoundError,
-            ValueError) as error:
+    except NonFiniteLossError as error:  # a diverging run: reported like the train command does
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return 1
     table = aggregate(load_runs(args.out))
     estimate = wall_time_estimate(table, len(ROW_NAMES), 3, steps)
     print(f"results: {args.out / 'results.md'}, {args.out / 'results.json'}")

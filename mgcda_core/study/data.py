@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mgcda_core import prepare
 from mgcda_core.data import procedural
+from mgcda_core.errors import MgcdaError
 from mgcda_core.losses.cacl import DOMAIN_NAMES
 from mgcda_core.study.config import StudyData
 from mgcda_core.training.diagnostics import anomaly_pixel_census, census_warning
@@ -26,7 +27,7 @@ TARGET_SPLITS = ("target_val", "target_test")
 DOMAIN_FOLDERS = dict(zip(DOMAIN_NAMES, prepare.DOMAINS))  # V -> voidclass, A -> anomalymix (domain ids 0, 1)
 
 
-class StudyError(RuntimeError):
+class StudyError(MgcdaError, RuntimeError):
     """A study step failed or the study folder holds results of other settings; the message says which."""
 
 

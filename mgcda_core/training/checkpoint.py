@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from mgcda_core.errors import MgcdaError
 from mgcda_core.model.checkpoint import save_model
+from mgcda_core.model.weights_file import check_finite, load_weights_only
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST_NAME = "latest.pt"
@@ -26,7 +28,7 @@ TRAINING_KEY = "training"
 CONFIG_KEY = "config"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(MgcdaError, RuntimeError):
     """A checkpoint to resume from is missing, not a training checkpoint, or does not fit this run's config or
     process count; the message names the file and what differs."""
 
@@ -37,6 +39,17 @@ def latest_path(out_dir: str | os.PathLike[str]) -> Path:
 
 def numbered_path(out_dir: str | os.PathLike[str], step: int) -> Path:
     return Path(out_dir) / CHECKPOINT_DIR / f"step_{step:08d}.pt"
+
+
+def existing_checkpoints(out_dir: str | os.PathLike[str]) -> list[Path]:
+    """The checkpoint files (``*.pt``) a previous run left in ``out_dir``, sorted by name."""
+    folder = Path(out_dir) / CHECKPOINT_DIR
+    return sorted(folder.glob("*.pt")) if folder.is_dir() else []
+
+
+def remove_checkpoints(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def save_training_checkpoint(path: str | os.PathLike[str], model: torch.nn.Module, training: dict[str, Any],
@@ -50,14 +63,12 @@ def load_training_checkpoint(path: str | os.PathLike[str], map_location: str | t
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint to resume from: {path} does not exist")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for a truncated or foreign file
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}: {error})") from None
+    payload = load_weights_only(path, "training checkpoint", map_location, error=CheckpointError)
     if not isinstance(payload, dict) or TRAINING_KEY not in payload or "model" not in payload:
         keys = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path}: not a training checkpoint (expected keys 'model' and '{TRAINING_KEY}', "
                               f"found {keys})")
+    check_finite(payload["model"], str(path), error=CheckpointError)
     return payload
 
 

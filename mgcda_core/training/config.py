@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from mgcda_core.config_loader import ConfigError, load_config
-from mgcda_core.constants import DEFAULT_INPUT_SIZE
+from mgcda_core.constants import DEFAULT_INPUT_SIZE, MAX_MODEL_WIDTH
 
 Sources = Literal["both", "v", "a"]
 
@@ -44,9 +44,10 @@ class ModelConfig:
     freeze_encoder: bool = False        # keep the ImageNet encoder fixed, shared with the perceptual difference
 
     def __post_init__(self) -> None:
-        _positive("width", self.width)
-        if self.decoder_width is not None:
-            _positive("decoder_width", self.decoder_width)
+        for name in ("width", "decoder_width"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value <= MAX_MODEL_WIDTH:
+                raise ValueError(f"{name} must lie in (0, {MAX_MODEL_WIDTH:g}], got {value}")
         if self.freeze_encoder and not self.pretrained:
             raise ValueError("freeze_encoder: true needs pretrained: true (a frozen random encoder learns nothing)")
 
@@ -176,6 +177,7 @@ class TrainLoopConfig:
         _positive("epochs", self.epochs)
         _positive("batch_size", self.batch_size)
         _positive("log_every", self.log_every)
+        _non_negative("seed", self.seed)  # numpy's seed sequences refuse negative entries
         if self.stop_at_step is not None:
             _positive("stop_at_step", self.stop_at_step)
 

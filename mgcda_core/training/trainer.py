@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from mgcda_core.config_loader import config_differences, to_dict
 from mgcda_core.data.layout import LABEL_FOLDER, DomainBatchSampler, LayoutDataset, MultiDomainDataset
+from mgcda_core.errors import ConfigError
 from mgcda_core.losses.segmentation import enet_class_weights, label_folder_pixel_counts
 from mgcda_core.training import checkpoint as ckpt
 from mgcda_core.training.config import TrainConfig
@@ -57,11 +58,21 @@ class Trainer:
     """Builds everything for ``config`` on this process (rank) and runs :meth:`fit`."""
 
     def __init__(self, config: TrainConfig, context: DistContext | None = None, resume: bool = False,
-                 show_progress: bool = True) -> None:
+                 show_progress: bool = True, overwrite: bool = False) -> None:
         self.config = config
         self.context = context or init_distributed(config.train.device)
         self.show_progress = show_progress and self.context.is_main
         self.out_dir = config.checkpoint.out_dir
+        if not resume:
+            existing = ckpt.existing_checkpoints(self.out_dir)
+            if existing and not overwrite:
+                raise ckpt.CheckpointError(
+                    f"{existing[0].parent} holds checkpoints of a run ({', '.join(p.name for p in existing[:3])}"
+                    f"{', ...' if len(existing) > 3 else ''}): pass --resume to continue it or --overwrite to "
+                    "start over and delete them")
+            if existing and self.context.is_main:
+                ckpt.remove_checkpoints(existing)
+            barrier(self.context)
         data = config.data
         # Layout checks first: a broken dataset fails before any network is built.
         self.domains = [LayoutDataset(root, data.input_size, domain=d)
@@ -84,6 +95,10 @@ class Trainer:
         seed_everything(config.train.seed)
         # The network before the label scan: a refused model setting fails in seconds, not after the scan.
         self.step_fn = TrainStep(config, self.context, self.total_steps, class_weights=None)
+        multiple = self.step_fn.model.input_multiple
+        if any(side % multiple for side in data.input_size):
+            raise ConfigError(f"data.input_size: {list(data.input_size)} must be multiples of {multiple} for "
+                              f"encoder {config.model.encoder} (its coarsest stride)")
         self.class_weights = (payload[ckpt.TRAINING_KEY]["class_weights"] if payload is not None
                               else self._class_weights())
         self.step_fn.set_class_weights(self.class_weights)
@@ -109,9 +124,12 @@ class Trainer:
         counts = broadcast_object(counts, self.context)
         return enet_class_weights(counts)
 
-    def _loader(self) -> DataLoader:
+    def _loader(self, epoch: int = 0) -> DataLoader:
         workers = self.config.data.num_workers
-        return DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
+        # Its own generator: an iterator otherwise draws its workers' base seed from the global torch RNG, so a
+        # resumed run (one more iterator for the resumed epoch) would save another RNG state than an unbroken one.
+        generator = torch.Generator().manual_seed(self.config.train.seed * 100_003 + epoch)
+        return DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers, generator=generator,
                           pin_memory=self.context.device.type == "cuda", persistent_workers=False)
 
     def save(self) -> str:
@@ -154,7 +172,7 @@ class Trainer:
                 if self.step >= end:
                     break
                 self.sampler.set_epoch(epoch, start_step=self.step - epoch * spe)
-                for batch in self._loader():
+                for batch in self._loader(epoch):
                     result = self.step_fn(batch, self.step)
                     losses = result.losses
                     if self.step % cfg.log_every == 0 or self.step + 1 == end:
@@ -173,10 +191,14 @@ class Trainer:
         return TrainSummary(step=self.step, total_steps=self.total_steps, losses=losses, checkpoint=path)
 
 
-def train(config: TrainConfig, resume: bool = False, show_progress: bool = True) -> TrainSummary:
-    """Run (or resume) training for ``config`` in this process, joining torchrun's process group if launched by it."""
+def train(config: TrainConfig, resume: bool = False, show_progress: bool = True,
+          overwrite: bool = False) -> TrainSummary:
+    """Run (or resume) training for ``config`` in this process, joining torchrun's process group if launched by it.
+
+    Without ``resume``, an ``out_dir`` holding checkpoints is refused unless ``overwrite`` (which deletes them).
+    """
     context = init_distributed(config.train.device)
     try:
-        return Trainer(config, context, resume=resume, show_progress=show_progress).fit()
+        return Trainer(config, context, resume=resume, show_progress=show_progress, overwrite=overwrite).fit()
     finally:
         shutdown(context)

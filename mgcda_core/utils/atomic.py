@@ -1,7 +1,11 @@
 """Atomic file writing: write to a temporary file in the same folder, fsync, then rename over the target.
 
 A reader (or a resumed run) therefore sees either the old complete file or the new complete file, never a
-truncated one, even if the process is killed mid-write.
+truncated one, even if the process is killed mid-write. The file gets the mode an ordinary ``open`` would (0666
+less the umask), not the temporary file's 0600. A killed write leaves ``.<name>.<random>.tmp`` behind; the next
+successful write of the same target removes such leftovers once they are stale (an in-progress write of another
+process keeps touching its own). A failing write (read-only folder, full disk, a folder in the way) raises
+:class:`OutputError` naming the target, and the previous file stays as it was.
 """
 
 from __future__ import annotations
@@ -10,10 +14,16 @@ import contextlib
 import io
 import json
 import os
+import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from mgcda_core.errors import MgcdaError, OutputError
+
+STALE_TEMP_S = 60.0  # a temporary file untouched this long belongs to a dead writer
 
 
 @contextlib.contextmanager
@@ -22,18 +32,46 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_open supports modes 'wb' and 'w', got {mode!r}")
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as error:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(error, OSError) and not isinstance(error, MgcdaError):
+            raise OutputError(f"cannot write {target}: {error.strerror or error}") from None
         raise
+    _remove_stale_temporaries(target)
+
+
+def _umask() -> int:
+    try:  # Linux reports it without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.[A-Za-z0-9_]{{8}}\.tmp")
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(target.parent):
+            if pattern.fullmatch(entry.name) and now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_S:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from mgcda_core.constants import IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES
+from mgcda_core.errors import ModelError
+from mgcda_core.model.weights_file import check_finite, load_weights_only
 
 
 class SegmentationNet(nn.Module):
@@ -47,19 +49,14 @@ class SegmentationNet(nn.Module):
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Load a plain state dict (or a ``{"model"|"state_dict": ...}`` wrapper) with ``weights_only=True``."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"segmentation weights file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt/unsafe files
-        raise ValueError(f"{path}: not a readable PyTorch weights file ({error})") from error
+    state = load_weights_only(path, "segmentation weights file")
     if isinstance(state, Mapping):
         for key in ("model", "state_dict"):
             if key in state and isinstance(state[key], Mapping):
                 state = state[key]
                 break
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+        raise ModelError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
     # DataParallel checkpoints prefix every key with "module."
     if state and all(key.startswith("module.") for key in state):
         state = {key[len("module."):]: value for key, value in state.items()}
@@ -69,7 +66,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 def load_exact(module: nn.Module, state: Mapping[str, torch.Tensor], source: str, shown: int = 5) -> None:
     """Load ``state`` into ``module`` requiring exactly the same keys and shapes.
 
-    Raises ValueError naming ``source`` and listing the first ``shown`` missing, unexpected and
+    Raises ModelError naming ``source`` and listing the first ``shown`` missing, unexpected and
     shape-mismatched keys, so a wrong width or architecture is refused instead of partly loaded.
     """
     expected = module.state_dict()
@@ -83,5 +80,6 @@ def load_exact(module: nn.Module, state: Mapping[str, torch.Tensor], source: str
             if keys:
                 more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
                 parts.append(f"{len(keys)} {name}: {', '.join(keys[:shown])}{more}")
-        raise ValueError(f"{source}: weights do not match {type(module).__name__}: " + "; ".join(parts))
+        raise ModelError(f"{source}: weights do not match {type(module).__name__}: " + "; ".join(parts))
+    check_finite(state, source)
     module.load_state_dict(state, strict=True)

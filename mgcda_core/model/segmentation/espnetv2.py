@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mgcda_core.constants import NUM_CLASSES
+from mgcda_core.errors import ModelError
 from mgcda_core.model.segmentation.base import SegmentationNet, load_exact, read_state_dict
 
 # Channels at levels 1-4 per width s (EdgeNets' ESPNetv2 configuration, levels 5+ unused by segmentation).
@@ -332,7 +333,7 @@ def parse_weights_name(path: str | os.PathLike[str]) -> tuple[float, tuple[int, 
     """Width s and training size (height, width) from an EdgeNets file name ``espnetv2_s_<s>_city_<W>x<H>.pth``."""
     match = FILE_NAME.search(Path(path).name)
     if match is None:
-        raise ValueError(f"{path}: cannot read the ESPNetv2 width from the file name; expected "
+        raise ModelError(f"{path}: cannot read the ESPNetv2 width from the file name; expected "
                          "espnetv2_s_<s>_city_<W>x<H>.pth (or pass s explicitly)")
     return float(match["s"]), (int(match["h"]), int(match["w"]))
 
