@@ -108,9 +108,10 @@ def test_resuming_with_other_output_settings_is_refused(prepared: tuple[PrepareC
     assert json.loads((config.out / "prepare.json").read_text())["seed"] == 2
 
 
-def test_bad_inputs_fail_before_any_model_is_loaded(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="leftImg8bit"):
-        main(["--cityscapes", str(tmp_path / "none"), "--coco", str(tmp_path), "--out", str(tmp_path / "o")])
+def test_bad_inputs_fail_before_any_model_is_loaded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--cityscapes", str(tmp_path / "none"), "--coco", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "leftImg8bit" in error and error.count("\n") == 1
     with pytest.raises(SystemExit):
         main(["--cityscapes", str(tmp_path), "--coco", str(tmp_path), "--out", str(tmp_path), "--size", "big"])
     with pytest.raises(ValueError, match="batch_size must be >= 1"):

@@ -72,6 +72,6 @@ def test_shipped_graph_exports_with_the_baseline_parameter_count_and_agrees(tmp_
 def test_write_shipped_refuses_a_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="bad.pt is not a readable torch checkpoint"):
+    with pytest.raises(ValueError, match="bad.pt: not a readable mgcda checkpoint"):
         write_shipped(bad, tmp_path / "out.pt")
     assert not (tmp_path / "out.pt").exists()
