@@ -26,7 +26,6 @@ def test_defaults_are_valid_and_config_yaml_matches_them(repo_root: Path):
     ("threshold", 1.5, "in [0, 1]"),
     ("overlay_alpha", -0.1, "in [0, 1]"),
     ("score", "bogus", "one of dissimilarity"),
-    ("score", "ensemble", "training-free score"),
     ("backend", "cuda", "one of auto, torch"),
     ("device", "gpu0", "'auto', 'cpu', 'cuda' or 'cuda:N'"),
     ("input_width", 100, "a multiple of 32 in [32, 4096]"),
