@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mgcda_core.evaluation.accumulator import PROTOCOLS, MetricAccumulator, frame_metrics
+from mgcda_core.evaluation.accumulator import PROTOCOLS, MetricAccumulator, Protocol, frame_metrics
 from mgcda_core.evaluation.gallery import FrameSelector, GalleryFrame, write_gallery
 from mgcda_core.evaluation.plots import write_curve_plots
 from mgcda_core.evaluation.report import write_metrics
@@ -55,7 +55,7 @@ class ReplayConfig:
     bag_storage: str = "mcap"
     #: namespace of the output topics in the written bag ("" = /anomaly_mask, ...), as the node's would be
     output_namespace: str = ""
-    protocol: str = "fishyscapes"
+    protocol: Protocol = "fishyscapes"
     save_overlays: int = 20
     gallery: int = 3
     progress: bool = True
@@ -64,7 +64,7 @@ class ReplayConfig:
 class _Evaluation:
     """Metric accumulation and gallery selection over the frames that have ground truth."""
 
-    def __init__(self, protocol: str, gallery: int) -> None:
+    def __init__(self, protocol: Protocol, gallery: int) -> None:
         self.metrics = MetricAccumulator(protocol)
         self.selector = FrameSelector(gallery)
 

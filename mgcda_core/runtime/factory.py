@@ -83,6 +83,7 @@ def _make_torch(model: Model, device: str, options: RuntimeOptions) -> Runtime:
 
     if _kind(model) != "graph":
         raise ValueError(f"the torch runtime runs an in-memory graph, not the file {model}")
+    assert isinstance(model, torch.nn.Module)  # _kind says "graph" only for a module
     return TorchRuntime(model, device)
 
 
@@ -92,7 +93,7 @@ def _make_onnxruntime(model: Model, device: str, options: RuntimeOptions) -> Run
     kind = _kind(model)
     if kind == "engine":
         raise ValueError(f"onnxruntime cannot run the TensorRT engine {model}; give the .onnx file")
-    source = _export(model, options) if kind == "graph" else model
+    source = _export(model, options) if isinstance(model, torch.nn.Module) else model  # kind == "graph"
     return OnnxRuntime(source, device=device, threads=options.threads)
 
 
@@ -105,9 +106,10 @@ def _make_tensorrt(model: Model, device: str, options: RuntimeOptions) -> Runtim
         raise RuntimeError(f"tensorrt runtime unavailable: {reason}")
     kind = _kind(model)
     if kind == "engine":
+        assert not isinstance(model, torch.nn.Module)  # _kind says "engine" only for a file path
         return TensorRTRuntime(model, device)
     with tempfile.TemporaryDirectory() as tmp:
-        if kind == "graph":
+        if isinstance(model, torch.nn.Module):  # kind == "graph"
             onnx_path = Path(tmp) / "graph.onnx"
             onnx.save(_export(model, options), str(onnx_path))
         else:
@@ -129,7 +131,7 @@ def auto_choice(model: Model, device: str) -> tuple[str, list[str]]:
     kind = _kind(model)
     if kind == "engine":
         return "tensorrt", []
-    skipped = []
+    skipped: list[str] = []
     reason = tensorrt_unavailable_reason(device)
     if reason is None:
         return "tensorrt", skipped

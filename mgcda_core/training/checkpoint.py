@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from mgcda_core.model.checkpoint import save_model
+from mgcda_core.model.dissimilarity import DissimNetPrior
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST_NAME = "latest.pt"
@@ -39,7 +40,7 @@ def numbered_path(out_dir: str | os.PathLike[str], step: int) -> Path:
     return Path(out_dir) / CHECKPOINT_DIR / f"step_{step:08d}.pt"
 
 
-def save_training_checkpoint(path: str | os.PathLike[str], model: torch.nn.Module, training: dict[str, Any],
+def save_training_checkpoint(path: str | os.PathLike[str], model: DissimNetPrior, training: dict[str, Any],
                              config: dict[str, Any]) -> None:
     """Write an inference-compatible checkpoint with the training state, atomically."""
     save_model(path, model, extra={TRAINING_KEY: training, CONFIG_KEY: config})
