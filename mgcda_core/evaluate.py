@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeGuard
 
 import numpy as np
 from tqdm import tqdm
@@ -31,6 +32,7 @@ from mgcda_core.evaluation import (
     write_metrics,
 )
 from mgcda_core.evaluation.bootstrap import bootstrap_intervals
+from mgcda_core.evaluation.components import TRACK_SIZE_FILTERS, Track
 from mgcda_core.evaluation.gallery import FrameSelector, GalleryFrame, write_gallery
 from mgcda_core.evaluation.plots import write_curve_plots
 from mgcda_core.evaluation.skips import SkippedFrames
@@ -149,6 +151,8 @@ def evaluate(args: argparse.Namespace) -> dict:
             extra["bootstrap_95"] = bootstrap_intervals([k[0] for k in kept], [k[1] for k in kept], args.bootstrap)
         if cache_dir is not None:
             track = args.track or dataset.track
+            if not _is_track(track):
+                raise ValueError(f"unknown SegmentMeIfYouCan track {track!r}: expected one of {sorted(TRACK_SIZE_FILTERS)}")
             components = ComponentAccumulator(result["best_F1_threshold"], track=track)
             for index in tqdm(scored, desc="components", unit="frame"):
                 components.add(np.load(cache_dir / f"{index}.npy"), dataset[index].label)
@@ -160,6 +164,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     write_gallery(args.out / "gallery", selector.best(), selector.worst(), rank_name="AP")
     skipped.check(args.allow_skips, count, str(args.out / "metrics.json"))
     return {**result, **extra}
+
+
+def _is_track(value: str) -> TypeGuard[Track]:
+    return value in TRACK_SIZE_FILTERS
 
 
 def summary(metrics: dict) -> str:

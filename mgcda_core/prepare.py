@@ -40,6 +40,7 @@ from mgcda_core.data.cityscapes_pix2pix import CityscapesPix2Pix
 from mgcda_core.data.layout import LABEL_FOLDER, LAYOUT_FOLDERS, PRIOR_FOLDERS, SEMANTIC_FOLDER
 from mgcda_core.data.objects import coco_yolo_objects, figure_ground_objects, mask_folder_objects, split_identities
 from mgcda_core.data.real_domains import (
+    BackgroundSource,
     CamVidBackgrounds,
     PasteConfig,
     Pix2PixBackgrounds,
@@ -166,8 +167,8 @@ def prepare_domain(source: DomainSource, domain_root: Path, stages: torch.nn.Mod
             tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(device, torch.float32) / 255.0
             with torch.inference_mode():
                 outputs = stages(tensor)
-            for index, frame in enumerate(batch):
-                write_frame(domain_root, frame.name, images[index], labels[index], outputs, index)
+            for index, labelled in enumerate(batch):
+                write_frame(domain_root, labelled.name, images[index], labels[index], outputs, index)
             summary.written += len(batch)
             progress.update(len(batch))
     for frame in frames:  # statistics over every finished frame of the selection, resumed ones included
@@ -230,7 +231,7 @@ def build_real_source(domain: str, root: Path, config: PrepareConfig) -> DomainS
         return RealVoidClass(CityscapesPix2Pix(cityscapes, "train", config.size),
                              VoidClassConfig(config.void_anomaly_classes))
     if domain == "anomalymix":
-        backgrounds = [Pix2PixBackgrounds(CityscapesPix2Pix(cityscapes, "train", config.size)),
+        backgrounds: list[BackgroundSource] = [Pix2PixBackgrounds(CityscapesPix2Pix(cityscapes, "train", config.size)),
                        CamVidBackgrounds(CamVid(root / "camvid", "train"), config.size)]
         return RealAnomalyMix(backgrounds, training_objects, PasteConfig(variants=config.variants, seed=config.seed))
     return RealAnomalyMix([Pix2PixBackgrounds(CityscapesPix2Pix(cityscapes, "val", config.size))], held_out,

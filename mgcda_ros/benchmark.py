@@ -217,7 +217,8 @@ def _model_times(logged: dict[str, dict[str, float]], frames: dict) -> dict[str,
 
 def _arrivals(outputs: list, frame_id: str) -> list[float] | None:
     times = [next((t for t, m in inbox.items if m.header.frame_id == frame_id), None) for inbox in outputs]
-    return None if any(t is None for t in times) else times
+    arrived = [t for t in times if t is not None]
+    return arrived if len(arrived) == len(times) else None
 
 
 def _settled(values: dict[str, str] | None, processed: int) -> dict[str, str] | None:

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mgcda_core.errors import ModelError, OutputError
-from mgcda_core.evaluation.accumulator import PROTOCOLS, MetricAccumulator, frame_metrics
+from mgcda_core.evaluation.accumulator import PROTOCOLS, MetricAccumulator, Protocol, frame_metrics
 from mgcda_core.evaluation.gallery import FrameSelector, GalleryFrame, write_gallery
 from mgcda_core.evaluation.plots import write_curve_plots
 from mgcda_core.evaluation.report import write_metrics
@@ -59,7 +59,7 @@ class ReplayConfig:
     bag_storage: str = "mcap"
     #: namespace of the output topics in the written bag ("" = /anomaly_mask, ...), as the node's would be
     output_namespace: str = ""
-    protocol: str = "fishyscapes"
+    protocol: Protocol = "fishyscapes"
     save_overlays: int = 20
     gallery: int = 3
     progress: bool = True
@@ -72,7 +72,7 @@ class ReplayConfig:
 class _Evaluation:
     """Metric accumulation and gallery selection over the frames that have ground truth."""
 
-    def __init__(self, protocol: str, gallery: int) -> None:
+    def __init__(self, protocol: Protocol, gallery: int) -> None:
         self.metrics = MetricAccumulator(protocol)
         self.selector = FrameSelector(gallery)
 
@@ -164,7 +164,7 @@ def replay(config: ReplayConfig, detector: Any = None) -> dict:
         write_gallery(config.out / "gallery", evaluation.selector.best(), evaluation.selector.worst())
         summary["metrics"] = {k: result[k] for k in ("AP", "FPR95", "AUROC", "num_images", "num_pixels", "protocol")}
     atomic_write_json(config.out / SUMMARY_FILE, summary)
-    skipped.check(config.allow_skips, counts["frames"] + counts["rejected"], str(config.out / SUMMARY_FILE))
+    skipped.check(config.allow_skips, int(counts["frames"] + counts["rejected"]), str(config.out / SUMMARY_FILE))
     return summary
 
 

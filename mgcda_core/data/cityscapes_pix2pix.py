@@ -40,7 +40,8 @@ def _palette() -> tuple[np.ndarray, np.ndarray]:
         if label.id < 0:
             continue  # license plate (id -1) never occurs in label-id images; its colour is car's
         rank = (label.ignoreInEval, label.id)
-        colour = tuple(int(c) for c in label.color)
+        red, green, blue = label.color
+        colour = (int(red), int(green), int(blue))
         if colour not in chosen or rank < chosen[colour]:
             chosen[colour] = rank
     colours = sorted(chosen)

@@ -95,7 +95,8 @@ class LayoutDataset(Dataset):
 
     def __init__(self, root: str | os.PathLike[str], input_size: tuple[int, int], domain: int = 0) -> None:
         self.root = Path(root)
-        self.input_size = tuple(input_size)
+        height, width = input_size
+        self.input_size = (height, width)
         self.domain = domain
         self.names = list_layout(self.root)
         self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)

@@ -140,7 +140,7 @@ def load_object(ref: ObjectRef) -> CutObject:
     if ref.polygon is not None:
         height, width = image.shape[:2]
         points = np.round(np.array(ref.polygon).reshape(-1, 2) * (width, height)).astype(np.int32)
-        mask = np.zeros((height, width), dtype=np.uint8)
+        mask: np.ndarray = np.zeros((height, width), dtype=np.uint8)
         cv2.fillPoly(mask, [points], 1)
         source = ref.image
     elif ref.mask is not None:

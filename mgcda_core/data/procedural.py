@@ -29,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from itertools import repeat
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -271,11 +271,13 @@ def _low_frequency(rng: np.random.Generator, height: int, width: int, cell: int)
 
 
 def _colour(rng: np.random.Generator, base: tuple[int, int, int], jitter: float) -> tuple[int, int, int]:
-    return tuple(int(v) for v in np.clip(np.asarray(base) + rng.normal(0.0, jitter, 3), 0, 255))
+    red, green, blue = (int(v) for v in np.clip(np.asarray(base) + rng.normal(0.0, jitter, 3), 0, 255))
+    return red, green, blue
 
 
 def _random_colour(rng: np.random.Generator) -> tuple[int, int, int]:
-    return tuple(int(v) for v in rng.integers(20, 236, 3))
+    red, green, blue = (int(v) for v in rng.integers(20, 236, 3))
+    return red, green, blue
 
 
 def _draw_facades(canvas: _Canvas, road: _Road) -> None:
@@ -544,7 +546,7 @@ def _write_coco_image(root: Path, config: ProceduralConfig, index: int) -> tuple
     image_id = index + 1
     image, annotations = coco_image(rng, image_id, height, width, with_filtered=index % 5 == 1,
                                     first_annotation_id=100 * image_id)
-    info = {"id": image_id, "file_name": f"{image_id:012d}.jpg", "height": height, "width": width}
+    info: dict[str, Any] = {"id": image_id, "file_name": f"{image_id:012d}.jpg", "height": height, "width": width}
     atomic_write_with(root / "train2017" / info["file_name"],
                       lambda handle: Image.fromarray(image).save(handle, format="JPEG", quality=95))
     return info, annotations

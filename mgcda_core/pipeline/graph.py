@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mgcda_core.model.dissimilarity import DissimNetPrior
 from mgcda_core.pipeline import scores
 from mgcda_core.pipeline.resynthesis import one_hot
 from mgcda_core.pipeline.stages import InferenceStages, imagenet_normalise
@@ -12,7 +13,7 @@ from mgcda_core.pipeline.stages import InferenceStages, imagenet_normalise
 OUTPUTS = ("score", "logits", "uncertainty", "synthesis")
 
 
-def encoder_shared(dissimilarity: nn.Module, stages: InferenceStages) -> bool:
+def encoder_shared(dissimilarity: DissimNetPrior, stages: InferenceStages) -> bool:
     """Whether ``dissimilarity``'s image encoder is frozen and computes exactly the first levels of the
     perceptual extractor's pyramid, so that the graph can run the backbone once for both.
 
@@ -45,7 +46,10 @@ class InferenceGraph(nn.Module):
     (a ``DissimNetPrior``); "sml" needs ``sml_mean``/``sml_std`` (19 entries each).
     """
 
-    def __init__(self, stages: InferenceStages, score: str = "max_logit", dissimilarity: nn.Module | None = None,
+    sml_mean: torch.Tensor | None  # buffers, or None without statistics
+    sml_std: torch.Tensor | None
+
+    def __init__(self, stages: InferenceStages, score: str = "max_logit", dissimilarity: DissimNetPrior | None = None,
                  sml_mean: torch.Tensor | None = None, sml_std: torch.Tensor | None = None, output: str = "score") -> None:
         super().__init__()
         if output not in OUTPUTS:
@@ -80,6 +84,7 @@ class InferenceGraph(nn.Module):
         if self.output == "synthesis":
             return out.synthesis
         semantic = one_hot(out.semantic, out.logits.shape[1], out.logits.dtype)
+        assert self.dissimilarity is not None  # __init__ refuses the trained scores without a dissimilarity network
         if self.share_features:  # the frozen encoder is the perceptual extractor: reuse its pyramid
             n = image.shape[0]
             levels = out.features[: len(self.dissimilarity.encoder.out_channels)]
@@ -95,6 +100,7 @@ class InferenceGraph(nn.Module):
 
     def _training_free(self, logits: torch.Tensor) -> torch.Tensor:
         if self.score == "sml":
+            assert self.sml_mean is not None and self.sml_std is not None  # __init__ refuses "sml" without statistics
             return scores.sml(logits, self.sml_mean, self.sml_std)
         return {"msp": scores.msp, "entropy": scores.entropy, "max_logit": scores.max_logit,
                 "energy": scores.energy}[self.score](logits)

@@ -40,8 +40,8 @@ class SMLAccumulator:
 
     def update(self, logits: torch.Tensor) -> None:
         """Add N x C x H x W logits: group each pixel's max logit by its argmax class (bincount, no loops)."""
-        top, index = logits.detach().double().max(1)
-        index, top = index.flatten().cpu().numpy(), top.flatten().cpu().numpy()
+        top_t, index_t = logits.detach().double().max(1)
+        index, top = index_t.flatten().cpu().numpy(), top_t.flatten().cpu().numpy()
         self.count += np.bincount(index, minlength=self.num_classes)
         self.total += np.bincount(index, weights=top, minlength=self.num_classes)
         self.total_sq += np.bincount(index, weights=top * top, minlength=self.num_classes)

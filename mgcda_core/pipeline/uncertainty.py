@@ -66,7 +66,7 @@ def normalise_min_max(x: torch.Tensor) -> torch.Tensor:
 
 
 def perceptual_difference(features_image: Sequence[torch.Tensor], features_synthesis: Sequence[torch.Tensor],
-                          weights: Sequence[float], size: tuple[int, int]) -> torch.Tensor:
+                          weights: Sequence[float], size: Sequence[int]) -> torch.Tensor:
     """Raw perceptual difference Σ_l w_l · up(mean_c |f_l(x) - f_l(x_syn)|) → N x H x W (docs/PIPELINE.md).
 
     Each level's channel-mean absolute difference is bilinearly upsampled to ``size`` before weighting.
@@ -74,11 +74,13 @@ def perceptual_difference(features_image: Sequence[torch.Tensor], features_synth
     if not (len(features_image) == len(features_synthesis) == len(weights)):
         raise ValueError(f"perceptual difference needs one weight per level: {len(features_image)} image levels, "
                          f"{len(features_synthesis)} synthesis levels, {len(weights)} weights")
-    total = None
+    total: torch.Tensor | None = None
     for f_x, f_s, w in zip(features_image, features_synthesis, weights):
         level = (f_x - f_s).abs().mean(1, keepdim=True)
         level = F.interpolate(level, size=size, mode="bilinear", align_corners=False)
         total = w * level if total is None else total + w * level
+    if total is None:
+        raise ValueError("perceptual difference needs at least one feature level, got none")
     return total[:, 0]
 
 

@@ -87,6 +87,7 @@ def _make_torch(model: Model, device: str, options: RuntimeOptions) -> Runtime:
     if not isinstance(model, torch.nn.Module):
         _kind(model)  # a missing file is reported as such
         raise ValueError(f"the torch runtime runs an in-memory graph, not the file {model}")
+    assert isinstance(model, torch.nn.Module)  # _kind says "graph" only for a module
     return TorchRuntime(model, device)
 
 

@@ -153,7 +153,7 @@ def markdown_table(table: Mapping, score: str, sets: Sequence[str] = SET_ORDER) 
     header = ["row", "seeds", "steps"] + [f"{SET_LABELS.get(s, s)} {m}" for s in sets for m in METRICS] + \
              ["train s/run", "eval s/run"]
     lines = []
-    order = [name for name, _ in ROWS if name in table] + sorted(set(table) - set(ROW_LABELS))
+    order: list[str] = [name for name, _ in ROWS if name in table] + sorted(set(table) - set(ROW_LABELS))
     for row in order:
         entry = table[row]
         cells = [ROW_LABELS.get(row, row), str(len(entry["seeds"])), str(entry["steps"])]

@@ -20,6 +20,7 @@ import torch
 
 from mgcda_core.errors import MgcdaError
 from mgcda_core.model.checkpoint import save_model
+from mgcda_core.model.dissimilarity import DissimNetPrior
 from mgcda_core.model.weights_file import check_finite, load_weights_only
 
 CHECKPOINT_DIR = "checkpoints"
@@ -52,7 +53,7 @@ def remove_checkpoints(paths: list[Path]) -> None:
         path.unlink(missing_ok=True)
 
 
-def save_training_checkpoint(path: str | os.PathLike[str], model: torch.nn.Module, training: dict[str, Any],
+def save_training_checkpoint(path: str | os.PathLike[str], model: DissimNetPrior, training: dict[str, Any],
                              config: dict[str, Any]) -> None:
     """Write an inference-compatible checkpoint with the training state, atomically."""
     save_model(path, model, extra={TRAINING_KEY: training, CONFIG_KEY: config})

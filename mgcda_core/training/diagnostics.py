@@ -64,6 +64,7 @@ class AnchorShortfallMonitor:
             positives = set_fill(counts, domain, "positives")
             if anchors is None:
                 continue
+            assert positives is not None  # set_fill gives None for both kinds exactly when the domain has no images
             scalars[f"cacl/{domain}/anchor_fill"] = anchors
             scalars[f"cacl/{domain}/positive_fill"] = positives
             if anchors < 1.0:

@@ -78,17 +78,19 @@ def all_reduce_gradients(parameters: Iterable[torch.nn.Parameter], context: Dist
     if not context.distributed:
         return
     params = [p for p in parameters if p.requires_grad]
+    grads: list[torch.Tensor] = []
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
+        grads.append(p.grad)
     if params:
-        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat)
         flat /= context.world_size
         offset = 0
-        for p in params:
+        for p, g in zip(params, grads):
             n = p.numel()
-            p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+            g.copy_(flat[offset:offset + n].view_as(g))
             offset += n
 
 

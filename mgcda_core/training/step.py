@@ -163,6 +163,7 @@ class TrainStep:
                                             ("o", self.output_classifier, anomaly)):
                 if classifier is None:
                     continue
+                assert tau is not None  # a classifier is present, so self.classifiers is non-empty and tau was set
                 pred = classifier(source).float()
                 terms[f"mda_{key}"] = generator_adversarial_loss(pred[is_v], pred[is_a], tau)
                 classifier_terms[f"cls_{key}"] = classifier_loss(pred[is_v], pred[is_a], tau)
@@ -170,6 +171,7 @@ class TrainStep:
             if self.projector is not None:
                 sample = sample_pixels(label, logits.detach().argmax(1), domain, mode=config.cacl.mode,
                                        n_anchor=config.cacl.n_anchor, generator=self._cacl_generator(step))
+                assert sample.counts is not None  # sample_pixels always fills counts
                 features, compact = gather_sampled(out.decoder_features, sample)
                 terms["cac"] = contrastive_loss(self.projector(features), compact, config.cacl.temperature)
                 scalars.update({f"cacl/{k}": float(v) for k, v in sample.counts.items()
@@ -178,6 +180,7 @@ class TrainStep:
                     scalars.update(self.anchor_monitor.update(step, sample.counts))
         weights = {"ce": 1.0, "mda_f": lam.lambda_f, "mda_o": lam.lambda_o, "cac": lam.lambda_c}
         total = sum(weights[name] * value for name, value in terms.items())
+        assert isinstance(total, Tensor)  # terms always holds "ce", so the sum is a tensor, never the start 0
         losses = self._checked_losses({"total": total, **terms, **classifier_terms}, step, batch)
 
         # (a) network (+ projector) step: L_total through the frozen classifiers (crossed labels, eq. 2).
@@ -189,7 +192,9 @@ class TrainStep:
         # (b) classifier step on the same forward, uncrossed labels: gradients reach the classifiers only.
         if self.classifier_optimizer is not None:
             self.classifier_optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(sum(classifier_terms.values())).backward(inputs=list(self.classifiers.parameters()))
+            classifier_total = sum(classifier_terms.values())
+            assert isinstance(classifier_total, Tensor)  # a classifier optimiser means classifiers, hence their terms
+            self.scaler.scale(classifier_total).backward(inputs=list(self.classifiers.parameters()))
             all_reduce_gradients(self.classifiers.parameters(), self.context)
             self.scaler.step(self.classifier_optimizer)
         self.scaler.update()
@@ -197,6 +202,7 @@ class TrainStep:
         scalars["lr/network"] = self.optimizer.param_groups[0]["lr"]
         if self.classifier_optimizer is not None:
             scalars["lr/classifiers"] = self.classifier_optimizer.param_groups[0]["lr"]
+            assert tau is not None  # a classifier optimiser exists only with classifiers, and then tau was set
             scalars["mdat/tau"] = tau
         self.scheduler.step()
         if self.classifier_scheduler is not None:
@@ -229,6 +235,8 @@ class TrainStep:
         }
         if len(self.classifiers):
             state["classifiers"] = self.classifiers.state_dict()
+            # both are built exactly when self.classifiers is non-empty
+            assert self.classifier_optimizer is not None and self.classifier_scheduler is not None
             state["classifier_optimizer"] = self.classifier_optimizer.state_dict()
             state["classifier_scheduler"] = self.classifier_scheduler.state_dict()
         if self.projector is not None:
@@ -243,6 +251,8 @@ class TrainStep:
             self.scaler.load_state_dict(state["scaler"])
         if len(self.classifiers):
             self.classifiers.load_state_dict(state["classifiers"])
+            # both are built exactly when self.classifiers is non-empty
+            assert self.classifier_optimizer is not None and self.classifier_scheduler is not None
             self.classifier_optimizer.load_state_dict(state["classifier_optimizer"])
             self.classifier_scheduler.load_state_dict(state["classifier_scheduler"])
         if self.projector is not None:
@@ -261,7 +271,9 @@ def _accuracy_scalars(key: str, pred: Tensor, is_v: Tensor, is_a: Tensor, anomal
     mask = F.adaptive_max_pool2d(anomaly_pixels.float(), pred.shape[-2:]) > 0
     pred_v, pred_a, mask_v, mask_a = pred[is_v], pred[is_a], mask[is_v], mask[is_a]
     scalars: dict[str, float] = {}
-    scalars[f"mdat/acc_{key}_v"], scalars[f"mdat/acc_{key}_a"] = classifier_accuracy(pred_v, pred_a)
+    acc_v, acc_a = classifier_accuracy(pred_v, pred_a)
+    assert acc_v is not None and acc_a is not None  # without masks every pixel counts, so neither is None
+    scalars[f"mdat/acc_{key}_v"], scalars[f"mdat/acc_{key}_a"] = acc_v, acc_a
     scalars[f"mdat/gap_{key}"] = float(pred_v.mean() - pred_a.mean())
     on_anomaly = classifier_accuracy(pred_v, pred_a, mask_v, mask_a)
     for side, value in zip(("v", "a"), on_anomaly):

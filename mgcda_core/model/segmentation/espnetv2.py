@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -141,10 +142,10 @@ def adaptive_avg_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def _pooling_matrix(size_in: Size, size_out: Size, like: torch.Tensor) -> torch.Tensor:
     """size_out x size_in averaging matrix of PyTorch's adaptive bins [floor(o·in/out), ceil((o+1)·in/out)),
     built with arange and comparisons only, so that a traced size stays symbolic (ONNX Range, Div, Less...)."""
-    o = torch.arange(size_out, device=like.device).unsqueeze(1)
+    o = torch.arange(size_out, device=like.device).unsqueeze(1)  # type: ignore[arg-type]  # stub omits 0-d tensor ends, which arange takes (and traces)
     start = o * size_in // size_out
     end = ((o + 1) * size_in + size_out - 1) // size_out  # ceil for positive integers
-    j = torch.arange(size_in, device=like.device).unsqueeze(0)
+    j = torch.arange(size_in, device=like.device).unsqueeze(0)  # type: ignore[arg-type]  # stub omits 0-d tensor ends, which arange takes (and traces)
     return ((j >= start) & (j < end)).to(like.dtype) / (end - start).to(like.dtype)
 
 
@@ -232,15 +233,17 @@ class EfficientPyramidPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.projection_layer(x)
+        # one type for both: adaptive_avg_pool only ever gets the int sizes of the else branch
+        pool: Callable[..., torch.Tensor] = adaptive_avg_pool_symbolic if self.symbolic_shapes else adaptive_avg_pool
         if self.symbolic_shapes:
-            height, width, pool = x.shape[-2], x.shape[-1], adaptive_avg_pool_symbolic
+            height, width = x.shape[-2], x.shape[-1]
         else:
-            height, width, pool = int(x.shape[-2]), int(x.shape[-1]), adaptive_avg_pool
+            height, width = int(x.shape[-2]), int(x.shape[-1])
         outs = []
         for scale, stage in zip(PYRAMID_SCALES, self.stages):
             size = (pyramid_size(height, scale), pyramid_size(width, scale))
             if scale > 1:
-                up = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+                up = F.interpolate(x, size=size, mode="bilinear", align_corners=True)  # type: ignore[arg-type]  # stub omits traced 0-d tensor sizes, which interpolate takes
                 outs.append(pool(stage(up), (height, width)))
             elif scale < 1:
                 low = stage(pool(x, size))
