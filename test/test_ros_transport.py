@@ -136,9 +136,15 @@ def test_launch_file_gives_the_node_the_same_profile_environment(repo_root: Path
     imports = {alias.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "mgcda_ros.transport"
                for alias in n.names}
     assert "profile_environment" in imports
-    node = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Node")
-    env = next(kw.value for kw in node.keywords if kw.arg == "additional_env")
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    # the node's arguments are one dict shared by the plain and the managed node
+    shared = next(n for n in calls if getattr(n.func, "id", None) == "dict"
+                  and any(kw.arg == "additional_env" for kw in n.keywords))
+    env = next(kw.value for kw in shared.keywords if kw.arg == "additional_env")
     assert isinstance(env, ast.Call) and getattr(env.func, "id", None) == "profile_environment"
+    for name in ("Node", "LifecycleNode"):
+        node = next(n for n in calls if getattr(n.func, "id", None) == name)
+        assert any(kw.arg is None and getattr(kw.value, "id", None) == "common" for kw in node.keywords), name
 
 
 # -- real processes -------------------------------------------------------------------------------------------------
