@@ -15,7 +15,7 @@ Objects are listed without reading pixels (``ObjectRef``); ``load_object`` reads
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,20 +100,26 @@ def coco_yolo_objects(root: str | os.PathLike[str], split: str = "train2017",
     return refs
 
 
+def _with_masks(pairs: Iterable[tuple[str, Path, Path]], empty: str) -> list[ObjectRef]:
+    """``ObjectRef``s of (identity, image, mask) triples; a missing mask is an error naming the image."""
+    refs = []
+    for identity, image, mask in pairs:
+        if not mask.is_file():
+            raise FileNotFoundError(f"{image}: its mask {mask} is missing")
+        refs.append(ObjectRef(identity, image, mask=mask))
+    if not refs:
+        raise ValueError(empty)
+    return refs
+
+
 def mask_folder_objects(root: str | os.PathLike[str]) -> list[ObjectRef]:
     """Every ``<sequence>/<frame>.jpg`` with its ``.png`` mask; identity ``davis/<sequence>``."""
     root = Path(root)
     _require_dir(root, "object sequence")
-    refs = []
-    for sequence in sorted(p for p in root.iterdir() if p.is_dir()):
-        for image in sorted(sequence.glob("*.jpg")):
-            mask = image.with_suffix(".png")
-            if not mask.is_file():
-                raise FileNotFoundError(f"{image}: its mask {mask} is missing")
-            refs.append(ObjectRef(f"davis/{sequence.name}", image, mask=mask))
-    if not refs:
-        raise ValueError(f"{root}: no <sequence>/<frame>.jpg with a .png mask")
-    return refs
+    return _with_masks(((f"davis/{sequence.name}", image, image.with_suffix(".png"))
+                        for sequence in sorted(p for p in root.iterdir() if p.is_dir())
+                        for image in sorted(sequence.glob("*.jpg"))),
+                       f"{root}: no <sequence>/<frame>.jpg with a .png mask")
 
 
 def figure_ground_objects(root: str | os.PathLike[str]) -> list[ObjectRef]:
@@ -122,15 +128,8 @@ def figure_ground_objects(root: str | os.PathLike[str]) -> list[ObjectRef]:
     rgb, masks = root / "rgb", root / "figure_ground"
     _require_dir(rgb, "figure/ground image")
     _require_dir(masks, "figure/ground mask")
-    refs = []
-    for image in sorted(rgb.glob("*.jpg")):
-        mask = masks / f"{image.stem}.png"
-        if not mask.is_file():
-            raise FileNotFoundError(f"{image}: its mask {mask} is missing")
-        refs.append(ObjectRef(f"weizmann/{image.stem}", image, mask=mask))
-    if not refs:
-        raise ValueError(f"{rgb}: no .jpg images")
-    return refs
+    return _with_masks(((f"weizmann/{image.stem}", image, masks / f"{image.stem}.png")
+                        for image in sorted(rgb.glob("*.jpg"))), f"{rgb}: no .jpg images")
 
 
 def load_object(ref: ObjectRef) -> CutObject:

@@ -52,10 +52,10 @@ class BackgroundSource(Protocol):
     def name(self, index: int) -> str: ...
 
 
-class Pix2PixBackgrounds:
-    """Cityscapes pix2pix frames as backgrounds (train ids from the decoded colour label)."""
+class _ReaderBackgrounds:
+    """Length and frame names of a reader whose ``frames`` carry a ``name``."""
 
-    def __init__(self, reader: CityscapesPix2Pix) -> None:
+    def __init__(self, reader: CityscapesPix2Pix | CamVid) -> None:
         self.reader = reader
 
     def __len__(self) -> int:
@@ -63,24 +63,26 @@ class Pix2PixBackgrounds:
 
     def name(self, index: int) -> str:
         return self.reader.frames[index].name
+
+
+class Pix2PixBackgrounds(_ReaderBackgrounds):
+    """Cityscapes pix2pix frames as backgrounds (train ids from the decoded colour label)."""
+
+    reader: CityscapesPix2Pix
 
     def background(self, index: int) -> Background:
         sample = self.reader[index]
         return Background(sample.name, sample.image, label_ids_to_train_ids(sample.label_ids))
 
 
-class CamVidBackgrounds:
+class CamVidBackgrounds(_ReaderBackgrounds):
     """CamVid frames resized to the network size (image bilinear, labels nearest) as backgrounds."""
 
+    reader: CamVid
+
     def __init__(self, reader: CamVid, size: tuple[int, int] = DEFAULT_INPUT_SIZE) -> None:
-        self.reader = reader
+        super().__init__(reader)
         self.size = size
-
-    def __len__(self) -> int:
-        return len(self.reader)
-
-    def name(self, index: int) -> str:
-        return self.reader.frames[index].name
 
     def background(self, index: int) -> Background:
         sample = self.reader[index]
