@@ -27,11 +27,13 @@ import torch
 from tqdm import tqdm
 
 from mgcda_core.data.layout import LayoutDataset
+from mgcda_core.errors import DataError, MissingInputError, ModelError
 from mgcda_core.evaluation import MetricAccumulator
 from mgcda_core.model.checkpoint import load_model, read_checkpoint
 from mgcda_core.pipeline import scores
 from mgcda_core.training.checkpoint import TRAINING_KEY
 from mgcda_core.utils.atomic import atomic_write_json
+from mgcda_core.utils.cli import user_errors
 
 SCORES = ("dissimilarity", "ensemble")
 _STEP_FILE = re.compile(r"step_(\d+)\.pt$")
@@ -47,7 +49,7 @@ def run_checkpoints(run: Path) -> list[Path]:
     if latest.is_file() and checkpoint_step(latest) not in steps:
         numbered.append(latest)
     if not numbered:
-        raise FileNotFoundError(f"{folder}: no step_*.pt or latest.pt checkpoint")
+        raise MissingInputError(f"{folder}: no step_*.pt or latest.pt checkpoint")
     return numbered
 
 
@@ -55,7 +57,7 @@ def checkpoint_step(path: Path) -> int:
     training = read_checkpoint(path).get(TRAINING_KEY)
     step = training.get("step") if isinstance(training, dict) else None
     if not isinstance(step, int):
-        raise ValueError(f"{path}: no integer 'step' entry; expected a training checkpoint")
+        raise ModelError(f"{path}: no integer 'step' entry; expected a training checkpoint")
     return step
 
 
@@ -85,7 +87,7 @@ def evaluate_checkpoint(path: Path, dataset: LayoutDataset, batch_size: int = 4)
 def choose(rows: Sequence[dict]) -> dict:
     """The rule of the module docstring: highest AP, then lowest FPR95, then earliest step."""
     if not rows:
-        raise ValueError("no validation results to choose from")
+        raise DataError("no validation results to choose from")
     return min(rows, key=lambda r: (-r["AP"], r["FPR95"], r["step"]))
 
 
@@ -115,6 +117,7 @@ def validate_run(run: Path, val: Path, input_size: tuple[int, int], batch_size: 
     return result
 
 
+@user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mgcda_core.validate",
                                      description=__doc__.split("\n")[0] if __doc__ else None)

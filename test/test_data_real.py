@@ -24,6 +24,7 @@ from mgcda_core.data.objects import (
     split_identities,
 )
 from mgcda_core.data.real_domains import Background, PasteConfig, RealAnomalyMix, RealVoidClass, paste_scaled
+from mgcda_core.errors import DataError, MissingInputError
 from mgcda_core.utils.images import read_label
 
 COLOUR = {name: tuple(name2label[name].color) for name in ("road", "car", "dynamic", "pole", "unlabeled", "sky")}
@@ -79,7 +80,7 @@ def test_pix2pix_reader_splits_halves_and_restores_the_aspect(tmp_path: Path) ->
 def test_pix2pix_reader_names_a_frame_that_is_not_a_pair(tmp_path: Path) -> None:
     (tmp_path / "train").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "train" / "3.jpg")
-    with pytest.raises(ValueError, match=r"3\.jpg: size 8x8, expected a side-by-side pair"):
+    with pytest.raises(DataError, match=r"3\.jpg: size 8x8, expected a side-by-side pair"):
         CityscapesPix2Pix(tmp_path, "train")[0]
     with pytest.raises(FileNotFoundError, match="val"):
         CityscapesPix2Pix(tmp_path, "val")
@@ -94,10 +95,10 @@ def test_camvid_ids_map_to_cityscapes_train_ids_and_bad_ids_are_named(tmp_path: 
     Image.fromarray(np.zeros((3, 4, 3), dtype=np.uint8)).save(tmp_path / "train" / "a.png")
     Image.fromarray(np.full((3, 4), 12, dtype=np.uint8)).save(tmp_path / "trainannot" / "a.png")
     (tmp_path / "train.txt").write_text("/train/a.png /trainannot/a.png\n")
-    with pytest.raises(ValueError, match=r"trainannot/a\.png: label value 12 is not a CamVid id"):
+    with pytest.raises(DataError, match=r"trainannot/a\.png: label value 12 is not a CamVid id"):
         CamVid(tmp_path, "train")[0]
     (tmp_path / "train.txt").write_text("/train/a.png /trainannot/missing.png\n")
-    with pytest.raises(FileNotFoundError, match=r"train\.txt:1: .*missing\.png does not exist"):
+    with pytest.raises(MissingInputError, match=r"train\.txt:1: .*missing\.png does not exist"):
         CamVid(tmp_path, "train")
 
 
@@ -113,7 +114,7 @@ def test_polygon_area_and_object_loading_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=f"x.png: object t/x has 100 mask pixels, fewer than the {MIN_OBJECT_PIXELS}"):
         load_object(ObjectRef("t/x", image, mask=small))
     Image.fromarray(np.zeros((20, 40), dtype=np.uint8)).save(small)
-    with pytest.raises(ValueError, match="mask size 40x20 differs from its image"):
+    with pytest.raises(DataError, match="mask size 40x20 differs from its image"):
         load_object(ObjectRef("t/x", image, mask=small))
 
 

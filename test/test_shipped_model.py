@@ -75,3 +75,14 @@ def test_write_shipped_refuses_a_file_that_is_not_a_checkpoint(tmp_path: Path) -
     with pytest.raises(ValueError, match="bad.pt: not a readable mgcda checkpoint"):
         write_shipped(bad, tmp_path / "out.pt")
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_write_shipped_cli_reports_a_bad_checkpoint_in_one_line(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from mgcda_core.model.shipped import main
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["--checkpoint", str(bad), "--out", str(tmp_path / "out.pt")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "bad.pt" in error and error.count("\n") == 1

@@ -92,3 +92,13 @@ def test_a_run_without_checkpoints_is_named(tmp_path: Path) -> None:
     (tmp_path / "checkpoints").mkdir()
     with pytest.raises(FileNotFoundError, match="no step_.*latest.pt checkpoint"):
         run_checkpoints(tmp_path)
+
+
+def test_cli_names_a_run_without_checkpoints_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mgcda_core.validate import main
+
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    _layout(tmp_path / "val", frames=1)
+    assert main(["--run", str(tmp_path / "run"), "--val", str(tmp_path / "val"), "--input-size", "32", "64"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "no step_*.pt or latest.pt checkpoint" in error and error.count("\n") == 1

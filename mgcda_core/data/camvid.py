@@ -16,7 +16,8 @@ from typing import NamedTuple
 import numpy as np
 
 from mgcda_core.constants import IGNORE_INDEX
-from mgcda_core.utils.images import read_label, read_rgb
+from mgcda_core.errors import DataError, MissingInputError
+from mgcda_core.utils.images import read_label, read_rgb, require_image_size
 
 CAMVID_CLASSES = ("sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car",
                   "pedestrian", "bicyclist", "unlabelled")
@@ -40,7 +41,7 @@ class CamVidFrame(NamedTuple):
 def camvid_to_train_ids(ids: np.ndarray, path: str | os.PathLike[str] = "<array>") -> np.ndarray:
     """HxW CamVid ids (0..11) → Cityscapes train ids; any other value is an error naming ``path``."""
     if ids.size and int(ids.max()) > CAMVID_VOID:
-        raise ValueError(f"{path}: label value {int(ids.max())} is not a CamVid id (expected 0..{CAMVID_VOID}, "
+        raise DataError(f"{path}: label value {int(ids.max())} is not a CamVid id (expected 0..{CAMVID_VOID}, "
                          f"{CAMVID_VOID} = unlabelled)")
     return CAMVID_TO_TRAIN_ID[ids.astype(np.intp)]
 
@@ -52,7 +53,7 @@ class CamVid:
         self.root = Path(root)
         listing = self.root / f"{split}.txt"
         if not listing.is_file():
-            raise FileNotFoundError(f"CamVid list not found: {listing} (expected <root>/{split}.txt with "
+            raise MissingInputError(f"CamVid list not found: {listing} (expected <root>/{split}.txt with "
                                     f"'<image> <label>' lines)")
         self.frames: list[CamVidFrame] = []
         for number, line in enumerate(listing.read_text(encoding="utf-8").splitlines(), 1):
@@ -60,14 +61,14 @@ class CamVid:
                 continue
             parts = line.split()
             if len(parts) != 2:
-                raise ValueError(f"{listing}:{number}: expected '<image> <label>', got {line[:200]!r}")
+                raise DataError(f"{listing}:{number}: expected '<image> <label>', got {line[:200]!r}")
             image, label = (self.root / part.lstrip("/") for part in parts)
             for path in (image, label):
                 if not path.is_file():
-                    raise FileNotFoundError(f"{listing}:{number}: {path} does not exist")
+                    raise MissingInputError(f"{listing}:{number}: {path} does not exist")
             self.frames.append(CamVidFrame(f"camvid_{split}_{image.stem}", image, label))
         if not self.frames:
-            raise ValueError(f"{listing}: lists no frames")
+            raise DataError(f"{listing}: lists no frames")
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -76,7 +77,5 @@ class CamVid:
         frame = self.frames[index]
         image = read_rgb(frame.image)
         ids = read_label(frame.label)
-        if ids.shape != image.shape[:2]:
-            raise ValueError(f"{frame.label}: size {ids.shape[1]}x{ids.shape[0]} differs from its image "
-                             f"{frame.image} ({image.shape[1]}x{image.shape[0]}); expected equal sizes")
+        require_image_size(ids, image, frame.label, frame.image)
         return CamVidSample(frame.name, image, camvid_to_train_ids(ids, frame.label))

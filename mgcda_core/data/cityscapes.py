@@ -17,7 +17,7 @@ from cityscapesscripts.helpers.labels import name2label
 
 from mgcda_core.constants import IGNORE_INDEX
 from mgcda_core.errors import ConfigError, DataError, MissingInputError
-from mgcda_core.utils.images import read_label, read_rgb
+from mgcda_core.utils.images import read_label, read_rgb, require_image_size
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
@@ -140,9 +140,7 @@ def read_frame(frame: CityscapesFrame) -> CityscapesSample:
     label_ids = read_label_ids(frame.label_ids)
     instance_ids = read_instance_ids(frame.instance_ids)
     for path, array in ((frame.label_ids, label_ids), (frame.instance_ids, instance_ids)):
-        if array.shape != image.shape[:2]:
-            raise DataError(f"{path}: size {array.shape[1]}x{array.shape[0]} differs from its image "
-                             f"{frame.image} ({image.shape[1]}x{image.shape[0]}); expected equal sizes")
+        require_image_size(array, image, path, frame.image)
     semantic_of_instances = np.where(instance_ids >= 1000, instance_ids // 1000, instance_ids)
     if not np.array_equal(semantic_of_instances, label_ids):
         raise DataError(f"{frame.instance_ids}: instance ids disagree with {frame.label_ids} (expected the "

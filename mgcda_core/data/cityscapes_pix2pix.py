@@ -24,6 +24,7 @@ import numpy as np
 from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
 
 from mgcda_core.constants import DEFAULT_INPUT_SIZE
+from mgcda_core.errors import ConfigError, DataError, MissingInputError
 from mgcda_core.utils.images import read_rgb, resize_nearest
 
 UNMATCHED = 255  # a label pixel with no palette colour within the distance threshold (ignored downstream)
@@ -55,9 +56,9 @@ def decode_colour_label(colour: np.ndarray, max_distance: float = DEFAULT_MAX_DI
     """HxWx3 uint8 Cityscapes colour rendering → HxW uint8 label ids, ``UNMATCHED`` where no palette colour lies
     within ``max_distance`` (nearest palette colour otherwise)."""
     if colour.ndim != 3 or colour.shape[2] != 3 or colour.dtype != np.uint8:
-        raise ValueError(f"expected an HxWx3 uint8 colour label, got shape {colour.shape} dtype {colour.dtype}")
+        raise DataError(f"expected an HxWx3 uint8 colour label, got shape {colour.shape} dtype {colour.dtype}")
     if not max_distance >= 0:
-        raise ValueError(f"max_distance must be >= 0, got {max_distance}")
+        raise ConfigError(f"max_distance must be >= 0, got {max_distance}")
     pixels = colour.reshape(-1, 1, 3).astype(np.int32)
     distance2 = ((pixels - PALETTE_COLOURS[None]) ** 2).sum(-1)  # N x K squared distances
     nearest = distance2.argmin(1)
@@ -85,13 +86,13 @@ class CityscapesPix2Pix:
                  size: tuple[int, int] = DEFAULT_INPUT_SIZE, max_distance: float = DEFAULT_MAX_DISTANCE) -> None:
         folder = Path(root) / split
         if not folder.is_dir():
-            raise FileNotFoundError(f"pix2pix Cityscapes folder not found: {folder} (expected <root>/{split}/<N>.jpg)")
+            raise MissingInputError(f"pix2pix Cityscapes folder not found: {folder} (expected <root>/{split}/<N>.jpg)")
         paths = [p for p in folder.iterdir() if p.suffix.lower() == ".jpg"]
         not_numbered = [p.name for p in paths if not p.stem.isdigit()]
         if not_numbered:
-            raise ValueError(f"{folder}: file {not_numbered[0]} is not named <N>.jpg as the pix2pix set is")
+            raise DataError(f"{folder}: file {not_numbered[0]} is not named <N>.jpg as the pix2pix set is")
         if not paths:
-            raise FileNotFoundError(f"{folder}: no <N>.jpg frames")
+            raise MissingInputError(f"{folder}: no <N>.jpg frames")
         self.split = split
         self.size = size
         self.max_distance = max_distance
@@ -105,7 +106,7 @@ class CityscapesPix2Pix:
         pair = read_rgb(frame.path)
         height, width = pair.shape[:2]
         if width != 2 * height:
-            raise ValueError(f"{frame.path}: size {width}x{height}, expected a side-by-side pair twice as wide as "
+            raise DataError(f"{frame.path}: size {width}x{height}, expected a side-by-side pair twice as wide as "
                              f"high (image | colour label)")
         image = cv2.resize(pair[:, :height], (self.size[1], self.size[0]), interpolation=cv2.INTER_LINEAR)
         label_ids = resize_nearest(decode_colour_label(np.ascontiguousarray(pair[:, height:]), self.max_distance),

@@ -24,7 +24,8 @@ import numpy as np
 from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
 
 from mgcda_core.data.anomalymix import EXCLUDED_COCO_CATEGORIES, CutObject, cut_object
-from mgcda_core.utils.images import read_label, read_rgb
+from mgcda_core.errors import ConfigError, DataError, MissingInputError
+from mgcda_core.utils.images import read_label, read_rgb, require_image_size
 
 # The 80 COCO class names in YOLO's index order: torchvision's 91-id category list without its "N/A" gaps.
 COCO_CLASSES = tuple(name for name in MaskRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"]
@@ -47,7 +48,7 @@ class ObjectRef:
 
 def _require_dir(path: Path, what: str) -> None:
     if not path.is_dir():
-        raise FileNotFoundError(f"{what} folder not found: {path}")
+        raise MissingInputError(f"{what} folder not found: {path}")
 
 
 def _parse_yolo_line(line: str, path: Path, number: int) -> tuple[int, tuple[float, ...]]:
@@ -55,13 +56,13 @@ def _parse_yolo_line(line: str, path: Path, number: int) -> tuple[int, tuple[flo
     try:
         cls, coords = int(parts[0]), tuple(float(v) for v in parts[1:])
     except (ValueError, IndexError):
-        raise ValueError(f"{path}:{number}: expected 'class x1 y1 x2 y2 ...' numbers, got {line[:200]!r}") from None
+        raise DataError(f"{path}:{number}: expected 'class x1 y1 x2 y2 ...' numbers, got {line[:200]!r}") from None
     if not 0 <= cls < len(COCO_CLASSES):
-        raise ValueError(f"{path}:{number}: class {cls} is outside the 80 COCO classes (0..{len(COCO_CLASSES) - 1})")
+        raise DataError(f"{path}:{number}: class {cls} is outside the 80 COCO classes (0..{len(COCO_CLASSES) - 1})")
     if len(coords) < 6 or len(coords) % 2:
-        raise ValueError(f"{path}:{number}: a polygon needs an even number (>= 6) of coordinates, got {len(coords)}")
+        raise DataError(f"{path}:{number}: a polygon needs an even number (>= 6) of coordinates, got {len(coords)}")
     if min(coords) < 0 or max(coords) > 1:
-        raise ValueError(f"{path}:{number}: polygon coordinates must be normalised to [0, 1]")
+        raise DataError(f"{path}:{number}: polygon coordinates must be normalised to [0, 1]")
     return cls, coords
 
 
@@ -82,7 +83,7 @@ def coco_yolo_objects(root: str | os.PathLike[str], split: str = "train2017",
     _require_dir(labels, "COCO YOLO-seg label")
     unknown = sorted(set(excluded) - set(COCO_CLASSES))
     if unknown:
-        raise ValueError(f"excluded classes {unknown} are not COCO class names")
+        raise ConfigError(f"excluded classes {unknown} are not COCO class names")
     refs = []
     # YOLO's convention: the images define the set; an image without a label file shows no instance
     for image in sorted(images.glob("*.jpg")):
@@ -96,7 +97,7 @@ def coco_yolo_objects(root: str | os.PathLike[str], split: str = "train2017",
             if COCO_CLASSES[cls] not in excluded and polygon_area(polygon) >= MIN_POLYGON_AREA:
                 refs.append(ObjectRef(f"coco/{COCO_CLASSES[cls]}", image, polygon=polygon))
     if not refs:
-        raise ValueError(f"{labels}: no instance of a class outside {list(excluded)}")
+        raise DataError(f"{labels}: no instance of a class outside {list(excluded)}")
     return refs
 
 
@@ -105,10 +106,10 @@ def _with_masks(pairs: Iterable[tuple[str, Path, Path]], empty: str) -> list[Obj
     refs = []
     for identity, image, mask in pairs:
         if not mask.is_file():
-            raise FileNotFoundError(f"{image}: its mask {mask} is missing")
+            raise MissingInputError(f"{image}: its mask {mask} is missing")
         refs.append(ObjectRef(identity, image, mask=mask))
     if not refs:
-        raise ValueError(empty)
+        raise DataError(empty)
     return refs
 
 
@@ -144,16 +145,14 @@ def load_object(ref: ObjectRef) -> CutObject:
         source = ref.image
     elif ref.mask is not None:
         grey = read_label(ref.mask)
-        if grey.shape != image.shape[:2]:
-            raise ValueError(f"{ref.mask}: mask size {grey.shape[1]}x{grey.shape[0]} differs from its image "
-                             f"{ref.image} ({image.shape[1]}x{image.shape[0]}); expected equal sizes")
+        require_image_size(grey, image, ref.mask, ref.image, what="mask size")
         mask = grey > 127
         source = ref.mask
     else:
-        raise ValueError(f"object {ref.identity} ({ref.image}) has neither a mask file nor a polygon")
+        raise DataError(f"object {ref.identity} ({ref.image}) has neither a mask file nor a polygon")
     pixels = int(np.count_nonzero(mask))
     if pixels < MIN_OBJECT_PIXELS:
-        raise ValueError(f"{source}: object {ref.identity} has {pixels} mask pixels, fewer than the "
+        raise DataError(f"{source}: object {ref.identity} has {pixels} mask pixels, fewer than the "
                          f"{MIN_OBJECT_PIXELS} a cut-out needs")
     return cut_object(image, mask.astype(bool))
 
@@ -162,7 +161,7 @@ def split_identities(refs: Sequence[ObjectRef], every: int = 4) -> tuple[list[Ob
     """(training, held-out) by identity: within each source (the part before '/'), identities sorted by name and
     every ``every``-th one (the 4th, 8th, ...) held out, so validation objects are ones training never saw."""
     if every < 2:
-        raise ValueError(f"every must be >= 2 (hold out one identity in every), got {every}")
+        raise ConfigError(f"every must be >= 2 (hold out one identity in every), got {every}")
     held: set[str] = set()
     for source in sorted({ref.identity.split("/", 1)[0] for ref in refs}):
         identities = sorted({ref.identity for ref in refs if ref.identity.split("/", 1)[0] == source})

@@ -29,6 +29,7 @@ from mgcda_core.data.cityscapes import LabelledFrame, label_ids_to_train_ids
 from mgcda_core.data.cityscapes_pix2pix import CityscapesPix2Pix
 from mgcda_core.data.objects import ObjectRef, load_object
 from mgcda_core.data.voidclass import VoidClassConfig, void_class_label
+from mgcda_core.errors import ConfigError
 from mgcda_core.utils.images import resize_nearest
 
 ROAD_TRAIN_ID = 0
@@ -119,9 +120,9 @@ class PasteConfig:
 
     def __post_init__(self) -> None:
         if self.variants < 1 or self.max_objects < 1:
-            raise ValueError(f"variants and max_objects must be >= 1, got {self.variants}, {self.max_objects}")
+            raise ConfigError(f"variants and max_objects must be >= 1, got {self.variants}, {self.max_objects}")
         if not 0 < self.min_height <= self.max_height <= 1 or not 0 < self.max_width <= 1:
-            raise ValueError(f"object sizes must satisfy 0 < min_height <= max_height <= 1 and 0 < max_width <= 1, "
+            raise ConfigError(f"object sizes must satisfy 0 < min_height <= max_height <= 1 and 0 < max_width <= 1, "
                              f"got {self.min_height}, {self.max_height}, {self.max_width}")
 
 
@@ -160,7 +161,7 @@ class RealAnomalyMix:
     def __init__(self, backgrounds: Sequence[BackgroundSource], objects: Sequence[ObjectRef],
                  config: PasteConfig = PasteConfig()) -> None:
         if not objects:
-            raise ValueError("RealAnomalyMix needs at least one object to paste")
+            raise ConfigError("RealAnomalyMix needs at least one object to paste")
         self.backgrounds = list(backgrounds)
         self.objects = list(objects)
         self.config = config

@@ -15,13 +15,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mgcda_core.errors import ConfigError, DataError
+
 METRICS = ("AP", "FPR95", "AUROC")
 
 
 def _edges(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], bins: int) -> np.ndarray:
     valid = np.concatenate([s[(lab == 0) | (lab == 1)].ravel() for s, lab in zip(scores, labels)])
     if valid.size == 0:
-        raise ValueError("no pixel is labelled 0 or 1: nothing to evaluate")
+        raise DataError("no pixel is labelled 0 or 1: nothing to evaluate")
     edges = np.unique(np.quantile(valid.astype(np.float64), np.linspace(0, 1, bins + 1)[1:-1]))
     return edges
 
@@ -30,13 +32,13 @@ def frame_histograms(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray],
                      bins: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """(F x B normal counts, F x B anomaly counts) per frame over shared quantile bins, highest scores first."""
     if len(scores) != len(labels) or not scores:
-        raise ValueError(f"need as many score maps as label maps (at least one), got {len(scores)} and {len(labels)}")
+        raise DataError(f"need as many score maps as label maps (at least one), got {len(scores)} and {len(labels)}")
     edges = _edges(scores, labels, bins)
     normal = np.zeros((len(scores), edges.size + 1), dtype=np.float64)
     anomaly = np.zeros_like(normal)
     for row, (score, label) in enumerate(zip(scores, labels)):
         if score.shape != label.shape:
-            raise ValueError(f"frame {row}: score {score.shape} and label {label.shape} shapes differ")
+            raise DataError(f"frame {row}: score {score.shape} and label {label.shape} shapes differ")
         index = np.searchsorted(edges, score.ravel(), side="right")
         flat = label.ravel()
         normal[row] = np.bincount(index[flat == 0], minlength=edges.size + 1)
@@ -50,7 +52,7 @@ def binned_metrics(normal: np.ndarray, anomaly: np.ndarray) -> dict[str, np.ndar
     tp, fp = np.cumsum(anomaly, 1), np.cumsum(normal, 1)
     positives, negatives = tp[:, -1:], fp[:, -1:]
     if np.any(positives == 0) or np.any(negatives == 0):
-        raise ValueError("a resample holds no anomaly or no normal pixel; metrics are undefined")
+        raise DataError("a resample holds no anomaly or no normal pixel; metrics are undefined")
     tpr, fpr = tp / positives, fp / negatives
     precision = tp / np.maximum(tp + fp, 1)
     recall_step = np.diff(np.concatenate([np.zeros_like(tpr[:, :1]), tpr], 1), axis=1)
@@ -68,7 +70,7 @@ def bootstrap_intervals(scores: Sequence[np.ndarray], labels: Sequence[np.ndarra
     """Percentile bootstrap interval over frames of each metric: {metric: {"low", "high", "binned"}}, where
     "binned" is the metric of the full set on the same bins (for comparison with the exact value)."""
     if resamples < 1 or not 0 < level < 1:
-        raise ValueError(f"need resamples >= 1 and 0 < level < 1, got {resamples}, {level}")
+        raise ConfigError(f"need resamples >= 1 and 0 < level < 1, got {resamples}, {level}")
     normal, anomaly = frame_histograms(scores, labels, bins)
     frames = len(scores)
     rng = np.random.default_rng(seed)

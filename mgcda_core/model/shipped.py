@@ -22,8 +22,10 @@ from pathlib import Path
 
 import torch
 
+from mgcda_core.errors import MissingInputError, OutputError
 from mgcda_core.model.checkpoint import FORMAT, VERSION, load_model
 from mgcda_core.utils.atomic import atomic_write_with
+from mgcda_core.utils.cli import user_errors
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SHIPPED_DISSIMILARITY = ASSETS / "mgcda_realtime_256x512.pt"
@@ -35,7 +37,7 @@ MAX_SHIPPED_BYTES = 25 * 2**20
 def shipped_checkpoint() -> Path:
     """Path of the shipped network; an installation that lacks it is an error naming the file."""
     if not SHIPPED_DISSIMILARITY.is_file():
-        raise FileNotFoundError(f"the shipped dissimilarity network {SHIPPED_DISSIMILARITY} is missing from this "
+        raise MissingInputError(f"the shipped dissimilarity network {SHIPPED_DISSIMILARITY} is missing from this "
                                 "installation; reinstall the package or pass a checkpoint explicitly")
     return SHIPPED_DISSIMILARITY
 
@@ -54,10 +56,11 @@ def write_shipped(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
     size = Path(out).stat().st_size
     if size > MAX_SHIPPED_BYTES:
         Path(out).unlink()
-        raise ValueError(f"{out}: {size} bytes exceed the {MAX_SHIPPED_BYTES} bytes a shipped network may take")
+        raise OutputError(f"{out}: {size} bytes exceed the {MAX_SHIPPED_BYTES} bytes a shipped network may take")
     return size
 
 
+@user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mgcda_core.model.shipped",
                                      description="write a trained checkpoint as the package's float16 network")

@@ -73,6 +73,14 @@ def _decoding(path: Path, what: str, max_pixels: int) -> Iterator[Image.Image]:
                         f"{shorten(str(error))})") from None
 
 
+def require_image_size(array: np.ndarray, image: np.ndarray, path: str | os.PathLike[str],
+                       image_path: str | os.PathLike[str], what: str = "size") -> None:
+    """Refuse a label or mask (``array``, read from ``path``) whose height and width differ from its image's."""
+    if array.shape[:2] != image.shape[:2]:
+        raise DataError(f"{path}: {what} {array.shape[1]}x{array.shape[0]} differs from its image {image_path} "
+                        f"({image.shape[1]}x{image.shape[0]}); expected equal sizes")
+
+
 def read_rgb(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file as HxWx3 uint8 RGB (grey and RGBA converted)."""
     return _read(Path(path), "image", max_pixels,
