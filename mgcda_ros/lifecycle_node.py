@@ -19,7 +19,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from mgcda_ros.model_loading import ModelLoadError
-from mgcda_ros.node import NODE_NAME, AnomalyDetection, declare_parameters
+from mgcda_ros.node import NODE_NAME, AnomalyDetection, declare_parameters, shut_down
 from mgcda_ros.params import ParameterError
 
 
@@ -77,11 +77,7 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        if node is not None:
-            node.detection.close()
-            node.destroy_node()
-        executor.shutdown(timeout_sec=1.0)
-        rclpy.try_shutdown()
+        shut_down(node, executor)
     return 0
 
 

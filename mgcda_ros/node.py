@@ -26,7 +26,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import CallbackGroup
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -434,6 +434,17 @@ def _spin(executor: SingleThreadedExecutor) -> None:
         pass
 
 
+def shut_down(node: Any, executor: Executor) -> None:
+    """End a node process, whatever state start-up reached: stop the detection, the executor, the node, rclpy.
+    ``node`` is None when it was never built (or any node with ``detection`` and ``destroy_node``)."""
+    if node is not None:
+        node.detection.close()
+    executor.shutdown(timeout_sec=1.0)
+    if node is not None:
+        node.destroy_node()
+    rclpy.try_shutdown()
+
+
 def main(args: list[str] | None = None) -> int:
     """Console script ``anomaly_node``: exit status 0 on shutdown, 2 on invalid parameters or an unusable model."""
     profile = apply_default_profile()  # before rclpy.init: Fast DDS reads the profile with the first participant
@@ -458,12 +469,7 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        if node is not None:
-            node.detection.close()
-        executor.shutdown(timeout_sec=1.0)
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        shut_down(node, executor)
     return 0
 
 
