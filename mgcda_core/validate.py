@@ -35,7 +35,7 @@ from mgcda_core.training.checkpoint import TRAINING_KEY
 from mgcda_core.utils.atomic import atomic_write_json
 from mgcda_core.utils.cli import user_errors
 
-SCORES = ("dissimilarity", "ensemble")
+SCORES = scores.TRAINED
 _STEP_FILE = re.compile(r"step_(\d+)\.pt$")
 
 

@@ -13,13 +13,11 @@ from mgcda_core.model.segmentation import DEFAULT_WEIGHTS
 from mgcda_core.model.shipped import SHIPPED_DISSIMILARITY, SHIPPED_SCORE, shipped_checkpoint
 from mgcda_core.pipeline.calibration import DEFAULT_CALIBRATION, Calibration
 from mgcda_core.pipeline.graph import InferenceGraph
-from mgcda_core.pipeline.scores import SCORES, TRAINING_FREE
+from mgcda_core.pipeline.scores import SCORES, TRAINED
 from mgcda_core.pipeline.sml import default_stats_path, load_stats
 from mgcda_core.pipeline.stages import InferenceStages
 from mgcda_core.runtime.base import Runtime
 from mgcda_core.utils.images import to_rgb
-
-TRAINED = tuple(score for score in SCORES if score not in TRAINING_FREE)  # dissimilarity, ensemble
 
 # ESPNetv2 needs multiples of 16, EfficientNet-Lite0's 5 perceptual levels multiples of 32.
 SIZE_MULTIPLE = 32
@@ -97,8 +95,8 @@ class Detector:
     @classmethod
     def default(cls, score: str = SHIPPED_SCORE, input_size: tuple[int, int] = DEFAULT_INPUT_SIZE, device: str = "cpu",
                 sml_stats: str | os.PathLike[str] | None = None, calibration: Calibration | None = None) -> Detector:
-        """Embedded weights only (nothing downloads): the shipped MGCDA network's ``score`` (``dissimilarity`` or
-        ``ensemble``, the default), or a training-free ``score`` on the embedded ESPNetv2."""
+        """Embedded weights only (nothing downloads): the network shipped in the package with ``score``
+        ``dissimilarity`` (the default) or ``ensemble``, or a training-free ``score`` on the embedded ESPNetv2."""
         graph = build_graph(score, None, sml_stats)
         trained = SHIPPED_DISSIMILARITY.name if score in TRAINED else None
         return cls._torch(graph, score, input_size, device, calibration, {"dissimilarity": trained})

@@ -56,7 +56,7 @@ class InferenceGraph(nn.Module):
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         if score not in scores.SCORES:
             raise ValueError(f"unknown score {score!r}; expected one of {scores.SCORES}")
-        if output == "score" and score in ("dissimilarity", "ensemble") and dissimilarity is None:
+        if output == "score" and score in scores.TRAINED and dissimilarity is None:
             raise ValueError(f"score {score!r} needs a trained dissimilarity network (Detector.from_checkpoint); "
                              f"training-free scores: {scores.TRAINING_FREE}")
         if output == "score" and score == "sml" and (sml_mean is None or sml_std is None):

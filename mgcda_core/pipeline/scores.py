@@ -19,6 +19,7 @@ import torch
 
 SCORES = ("dissimilarity", "ensemble", "max_logit", "energy", "entropy", "msp", "sml")
 TRAINING_FREE = ("max_logit", "energy", "entropy", "msp", "sml")
+TRAINED = tuple(score for score in SCORES if score not in TRAINING_FREE)  # need a dissimilarity network
 ENSEMBLE_WEIGHT = 0.75
 
 

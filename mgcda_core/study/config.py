@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from mgcda_core.config_loader import load_config
-from mgcda_core.pipeline.scores import SCORES, TRAINING_FREE
+from mgcda_core.pipeline.scores import SCORES, TRAINED, TRAINING_FREE
 
 
 class Row(NamedTuple):
@@ -95,7 +95,7 @@ class Budgets:
 
 @dataclass(frozen=True)
 class StudyEvaluation:
-    scores: tuple[str, ...] = ("dissimilarity", "ensemble")  # of every trained run
+    scores: tuple[str, ...] = TRAINED  # of every trained run
     reference_scores: tuple[str, ...] = ("entropy", "max_logit")  # training-free, evaluated once per study
     road_anomaly: Path = Path("../shared/data/road_anomaly_dev")
 
