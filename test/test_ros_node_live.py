@@ -197,7 +197,9 @@ def test_silence_warns_naming_the_resolved_topic_and_clears(rig):
     since = time.monotonic()
     warned = rig.status_after("be", since, lambda s: s.level == DiagnosticStatus.WARN, "/be WARN while silent")
     assert warned.message.startswith("no frame on /be/image for ")
-    assert "no frame on /be/image for 2 s; 1 publisher(s) discovered on it" in procs["be"].output()
+    # the silence is logged once it exceeds input_timeout_s (2 s); how much more depends on the timer and the load
+    logged = re.search(r"no frame on /be/image for (\d+) s; 1 publisher\(s\) discovered on it", procs["be"].output())
+    assert logged is not None and int(logged.group(1)) >= 2
     assert rig.call(AsyncParameterClient(rig.peer.node, "/be/anomaly_node").set_parameters(
         [Parameter("input_timeout_s", value=600.0)])).results[0].successful
     since = time.monotonic()
