@@ -326,3 +326,30 @@ def test_dynamic_export_that_does_not_generalise_is_refused(tmp_path: Path) -> N
     report = export_onnx(TinyScorer().eval(), path, ExportConfig(height=64, width=128, dynamic=True))
     assert report.description["dynamic_check"]["size"] == [2, 3, 96, 192]
     assert report.description["dynamic_check"]["max_abs_diff"] <= 1e-5
+
+
+def test_exported_same_padding_folds_into_the_convolution_in_onnx_runtime(tmp_path: Path) -> None:
+    # F.pad is exported with an empty constant-value input; without it ONNX Runtime fuses the Pad into the Conv
+    from mgcda_core.export.onnx_export import ExportConfig, export_to_proto
+
+    class PadConv(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, stride=2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(torch.nn.functional.pad(x, (0, 1, 0, 1)))
+
+    net = PadConv().eval()
+    model = export_to_proto(net, ExportConfig(height=32, width=64))
+    pads = [n for n in model.graph.node if n.op_type == "Pad"]
+    assert pads and all(n.input[-1] != "" for n in pads)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    assert [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node].count("Pad") == 0
+    x = torch.rand(1, 3, 32, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = net(x).numpy()
+    np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], expected, rtol=0, atol=1e-5)

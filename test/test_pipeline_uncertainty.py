@@ -119,3 +119,26 @@ def test_softmax_distance_equals_top_two_difference_with_ties():
     expected = top2[:, 0] - top2[:, 1]
     assert torch.equal(U.softmax_distance(probs), expected)
     assert U.softmax_distance(probs)[0, 0, 0] == 0 and U.softmax_distance(probs)[1, 1, 1] == 0
+
+
+def test_softmax_distance_with_the_segmentations_winner_is_the_same_map():
+    logits = torch.randn(2, 19, 5, 7, generator=torch.Generator().manual_seed(3)) * 3
+    logits[0, 4, 2, 2] = logits[0, 11, 2, 2] = logits[0, :, 2, 2].max() + 1.0  # a tie between two winners
+    probs = torch.softmax(logits, 1)
+    winner = torch.nn.functional.one_hot(logits.argmax(1), 19).permute(0, 3, 1, 2).float()
+    assert torch.equal(U.softmax_distance(probs, winner), U.softmax_distance(probs))
+    assert U.softmax_distance(probs, winner)[0, 2, 2] == 0
+
+
+def test_entropy_from_log_softmax_equals_the_clamped_form_and_is_exact_where_p_underflows():
+    logits = torch.randn(2, 19, 6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) * 4
+    logits[1, 0, 0, 0] = 200.0  # every other class underflows to p = 0 in float32
+    probs, log_probs = torch.softmax(logits, 1), torch.log_softmax(logits, 1)
+    exact = -(probs * log_probs).sum(1)
+    f32 = U.entropy(probs.float(), log_probs.float()).double()
+    # float32 rounding (2^-24 relative) of 19 terms |p log p| <= 1/e and of a sum <= log 19: a few 1e-6
+    rounding = 19 * 4 * 2**-24 * np.log(19)
+    torch.testing.assert_close(f32, exact, rtol=0, atol=rounding)
+    clamp = 19 * U.EPS * abs(np.log(U.EPS))  # the clamped form's own deviation
+    torch.testing.assert_close(U.entropy(probs.float()).double(), exact, rtol=0, atol=rounding + clamp)
+    assert f32[1, 0, 0] == 0

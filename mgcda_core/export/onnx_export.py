@@ -115,8 +115,22 @@ def export_to_proto(graph: torch.nn.Module, config: ExportConfig = ExportConfig(
             input_names=[INPUT_NAME], output_names=[config.output_name], dynamic_axes=dynamic_axes,
         )
     model = onnx.load_from_string(buffer.getvalue())
+    drop_trailing_empty_inputs(model)
     onnx.checker.check_model(model)
     return model
+
+
+def drop_trailing_empty_inputs(model: onnx.ModelProto) -> None:
+    """Remove optional inputs given as "" at the end of a node's input list (the ONNX spelling of "absent").
+
+    Same graph: a trailing empty input and a missing one mean the same. The exporter writes F.pad's constant
+    value that way, and ONNX Runtime's Pad-into-Conv fusion then leaves the Pad alone: the EfficientNet-Lite0
+    stride-2 blocks' SAME padding stays a separate copy of the feature map (measured: 9 ms of 131 ms, the
+    default real-time graph at 256x512, 2 threads).
+    """
+    for node in model.graph.node:
+        while node.input and node.input[-1] == "":
+            node.input.pop()
 
 
 # ONNX Runtime's CPU kernels trade accuracy for speed (MLAS's vectorised exp/tanh/logistic approximations, fused

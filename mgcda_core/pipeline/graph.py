@@ -7,7 +7,6 @@ from torch import nn
 
 from mgcda_core.model.dissimilarity import DissimNetPrior
 from mgcda_core.pipeline import scores
-from mgcda_core.pipeline.resynthesis import one_hot
 from mgcda_core.pipeline.stages import InferenceStages, imagenet_normalise
 
 OUTPUTS = ("score", "logits", "uncertainty", "synthesis")
@@ -83,7 +82,7 @@ class InferenceGraph(nn.Module):
             return out.uncertainty
         if self.output == "synthesis":
             return out.synthesis
-        semantic = one_hot(out.semantic, out.logits.shape[1], out.logits.dtype)
+        semantic = out.onehot
         assert self.dissimilarity is not None  # __init__ refuses the trained scores without a dissimilarity network
         if self.share_features:  # the frozen encoder is the perceptual extractor: reuse its pyramid
             n = image.shape[0]

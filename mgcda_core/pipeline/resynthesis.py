@@ -52,8 +52,10 @@ class ClassMeanResynthesis(nn.Module):
         self.num_classes = num_classes
         self.smooth = smooth
 
-    def forward(self, semantic: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        onehot = one_hot(semantic, self.num_classes, image.dtype)
+    def forward(self, semantic: torch.Tensor, image: torch.Tensor, onehot: torch.Tensor | None = None) -> torch.Tensor:
+        """``onehot``: ``semantic``'s one-hot in ``image``'s dtype when the caller already has it."""
+        if onehot is None:
+            onehot = one_hot(semantic, self.num_classes, image.dtype)
         # each pixel picks its class's colour: (N x 3 x C) @ (N x C x HW)
         colours = class_mean_colours(image, onehot).transpose(1, 2)
         synthesis = torch.matmul(colours, onehot.flatten(2)).view(image.shape)
@@ -101,8 +103,11 @@ class SPADEGenerator(nn.Module):
                                                num_classes) for i in range(num_up))
         self.conv_img = nn.Conv2d(widths[-1], 3, 3, padding=1)
 
-    def forward(self, semantic: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
-        segmap = one_hot(semantic, self.num_classes, self.fc.weight.dtype)
+    def forward(self, semantic: torch.Tensor, image: torch.Tensor | None = None,
+                onehot: torch.Tensor | None = None) -> torch.Tensor:
+        """``image`` is not used (the generator paints from the labels alone); ``onehot`` as in
+        ``ClassMeanResynthesis``."""
+        segmap = one_hot(semantic, self.num_classes, self.fc.weight.dtype) if onehot is None else onehot.to(self.fc.weight.dtype)
         factor = 2 ** self.num_up
         x = self.fc(F.interpolate(segmap, size=(segmap.shape[-2] // factor, segmap.shape[-1] // factor), mode="nearest"))
         x = self.head(x, segmap)

@@ -10,14 +10,15 @@ from torch import nn
 from mgcda_core.constants import IMAGENET_MEAN, IMAGENET_STD
 from mgcda_core.model.segmentation import SegmentationNet, load_segmentation
 from mgcda_core.pipeline.perceptual import efficientnet_lite0_features
-from mgcda_core.pipeline.resynthesis import ClassMeanResynthesis
-from mgcda_core.pipeline.scores import softmax_channels
+from mgcda_core.pipeline.resynthesis import ClassMeanResynthesis, one_hot
+from mgcda_core.pipeline.scores import softmax_and_log_softmax_channels
 from mgcda_core.pipeline.uncertainty import FeaturePyramid, UncertaintyMaps
 
 
 class StageOutputs(NamedTuple):
     logits: torch.Tensor       # N x 19 x H x W segmentation logits
     semantic: torch.Tensor     # N x H x W int64 train ids (argmax)
+    onehot: torch.Tensor       # N x 19 x H x W one-hot of ``semantic``, the logits' dtype
     synthesis: torch.Tensor    # N x 3 x H x W resynthesised RGB in [0, 1]
     uncertainty: torch.Tensor  # N x 3 x H x W in [0, 1]: entropy, softmax distance, perceptual difference
     features: list[torch.Tensor]  # the perceptual extractor's pyramid, 2N per level (images, then resyntheses)
@@ -33,7 +34,7 @@ def imagenet_normalise(rgb: torch.Tensor) -> torch.Tensor:
 class InferenceStages(nn.Module):
     """image (N x 3 x H x W RGB in [0, 1]) → ``StageOutputs``, all at the input resolution.
 
-    ``resynthesis`` is called as ``resynthesis(semantic, image)`` and returns RGB in [0, 1];
+    ``resynthesis`` is called as ``resynthesis(semantic, image, onehot=...)`` and returns RGB in [0, 1];
     ``extractor`` gives the perceptual-difference features (its ``source`` names its weights).
     """
 
@@ -57,7 +58,10 @@ class InferenceStages(nn.Module):
     def forward(self, image: torch.Tensor) -> StageOutputs:
         logits = self.segmentation(image)
         semantic = logits.argmax(1)
-        synthesis = self.resynthesis(semantic, image)
+        # one arg-max and one one-hot serve resynthesis, the softmax distance and the dissimilarity network
+        onehot = one_hot(semantic, logits.shape[1], logits.dtype)
+        synthesis = self.resynthesis(semantic, image, onehot=onehot)
         features = self.uncertainty.features(imagenet_normalise(image), imagenet_normalise(synthesis))
-        uncertainty = self.uncertainty.from_features(softmax_channels(logits), features)
-        return StageOutputs(logits, semantic, synthesis, uncertainty, features)
+        probs, log_probs = softmax_and_log_softmax_channels(logits)
+        uncertainty = self.uncertainty.from_features(probs, features, winner=onehot, log_probs=log_probs)
+        return StageOutputs(logits, semantic, onehot, synthesis, uncertainty, features)

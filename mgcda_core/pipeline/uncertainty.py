@@ -32,21 +32,30 @@ def _per_image(x: torch.Tensor, reduce: str) -> torch.Tensor:
     return value.view(-1, 1, 1)
 
 
-def entropy(probs: torch.Tensor) -> torch.Tensor:
-    """Raw entropy -Σ_c p_c log p_c (nats) of N x C x H x W probabilities → N x H x W."""
-    return -(probs * torch.log(probs.clamp_min(EPS))).sum(1)
+def entropy(probs: torch.Tensor, log_probs: torch.Tensor | None = None) -> torch.Tensor:
+    """Raw entropy -Σ_c p_c log p_c (nats) of N x C x H x W probabilities → N x H x W.
+
+    ``log_probs``: the log-softmax of the same logits, when the caller has it; it spares a logarithm of every
+    channel (the costliest step of the three maps on ONNX Runtime) and is exact where p underflows, instead of
+    clamping p at ``EPS`` (the two differ by at most C·EPS·|log EPS|, 7e-6 nats for 19 classes).
+    """
+    if log_probs is None:
+        log_probs = torch.log(probs.clamp_min(EPS))
+    return -(probs * log_probs).sum(1)
 
 
-def softmax_distance(probs: torch.Tensor) -> torch.Tensor:
+def softmax_distance(probs: torch.Tensor, winner: torch.Tensor | None = None) -> torch.Tensor:
     """Raw top-1 minus top-2 probability d = p_(1) - p_(2) of N x C x H x W probabilities → N x H x W.
 
-    The runner-up is the maximum once the (first) arg-max class is pushed below 0, which equals top-k's second
-    value, ties included; ONNX Runtime's TopK over the channel axis of NCHW costs about twice these reductions.
+    The runner-up is the maximum once the arg-max class is pushed below 0, which equals top-k's second value, ties
+    included; ONNX Runtime's TopK over the channel axis of NCHW costs about twice these reductions. ``winner`` is
+    the one-hot of an arg-max the caller already has (the segmentation's, N x C x H x W; computed here if None):
+    any arg-max gives the same d, because two classes can both be the maximum only if they tie, and then d = 0.
     """
-    top = probs.amax(1)
-    classes = torch.arange(probs.shape[1], device=probs.device).view(1, -1, 1, 1)
-    winner = (classes == probs.argmax(1, keepdim=True)).to(probs.dtype)
-    return top - (probs - 2.0 * winner).amax(1)
+    if winner is None:
+        classes = torch.arange(probs.shape[1], device=probs.device).view(1, -1, 1, 1)
+        winner = (classes == probs.argmax(1, keepdim=True)).to(probs.dtype)
+    return probs.amax(1) - (probs - 2.0 * winner).amax(1)
 
 
 def normalise_entropy(h: torch.Tensor) -> torch.Tensor:
@@ -112,11 +121,13 @@ class UncertaintyMaps(nn.Module):
         image's first, then the resynthesis')."""
         return self.extractor.features(torch.cat([image_normalised, synthesis_normalised], 0))
 
-    def from_features(self, probs: torch.Tensor, both: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The three maps from the softmax and ``features``' output."""
+    def from_features(self, probs: torch.Tensor, both: Sequence[torch.Tensor], winner: torch.Tensor | None = None,
+                      log_probs: torch.Tensor | None = None) -> torch.Tensor:
+        """The three maps from the softmax and ``features``' output (``winner``: see ``softmax_distance``,
+        ``log_probs``: see ``entropy``)."""
         size = probs.shape[-2:]  # kept symbolic (no int()) so a dynamic-shape ONNX export follows the input
         n = probs.shape[0]
         perceptual = perceptual_difference([f[:n] for f in both], [f[n:] for f in both], self.extractor.weights, size)
-        return torch.stack([normalise_entropy(entropy(probs)),
-                            normalise_softmax_distance(softmax_distance(probs)),
+        return torch.stack([normalise_entropy(entropy(probs, log_probs)),
+                            normalise_softmax_distance(softmax_distance(probs, winner)),
                             normalise_min_max(perceptual)], 1)
