@@ -21,6 +21,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from mgcda_ros.model_loading import ModelLoadError
 from mgcda_ros.node import NODE_NAME, AnomalyDetection, declare_parameters, shut_down
 from mgcda_ros.params import ParameterError
+from mgcda_ros.transport import apply_default_profile
 
 
 class ManagedAnomalyNode(LifecycleNode):
@@ -64,11 +65,13 @@ class ManagedAnomalyNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Console script ``anomaly_lifecycle_node``: exit status 0 on shutdown, 2 on invalid parameters."""
+    profile = apply_default_profile()  # before rclpy.init, as in anomaly_node: the same Fast DDS profile
     rclpy.init(args=args)
     node = None
     executor = MultiThreadedExecutor()
     try:
         node = ManagedAnomalyNode()
+        node.get_logger().info(f"transport: {profile.reason}")
         executor.add_node(node)
         executor.spin()
     except ParameterError as err:

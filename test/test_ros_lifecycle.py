@@ -19,6 +19,7 @@ from lifecycle_msgs.srv import ChangeState, GetState
 from sensor_msgs.msg import Image
 
 from mgcda_ros.ros_process import NodeProcess, Peer, diagnostics_values, wait_until
+from mgcda_ros.transport import OPT_OUT_ENV, PROFILE_ENV, installed_profile
 
 pytestmark = pytest.mark.ros
 
@@ -77,7 +78,8 @@ def managed(tmp_path_factory) -> Iterator[tuple[Managed, NodeProcess]]:
     peer = Peer("sequencer", domain)
     rig = Managed(peer)
     proc = NodeProcess(PARAMS, domain, tmp_path_factory.mktemp("managed"),
-                       command=(sys.executable, "-m", "mgcda_ros.lifecycle_node"), ros_args=("-r", "__ns:=/managed"))
+                       command=(sys.executable, "-m", "mgcda_ros.lifecycle_node"), ros_args=("-r", "__ns:=/managed"),
+                       drop_env=(PROFILE_ENV, OPT_OUT_ENV))  # the executable's own default: the shipped profile
     try:
         wait_until(lambda: (rig.get_state.service_is_ready() and rig.change_state.service_is_ready())
                    or not proc.alive(), START_TIMEOUT, "the lifecycle services")
@@ -125,6 +127,8 @@ def test_lifecycle_transitions_load_subscribe_pause_and_free(managed):
                         and v, ANSWER_TIMEOUT, "unconfigured diagnostics after cleanup")
     assert values["backend"] == "none"
     assert "Traceback" not in proc.output()
+    # run by hand (no launch file), the managed node applies the same Fast DDS profile as anomaly_node
+    assert f"transport: Fast DDS profile for large images: {installed_profile()}" in proc.output()
 
 
 def test_configure_with_a_missing_model_fails_and_stays_unconfigured(tmp_path: Path):
