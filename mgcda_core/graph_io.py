@@ -58,3 +58,15 @@ def check_io(model: onnx.ModelProto, input_name: str = INPUT_NAME,
     if len(outputs) != 1 or outputs[0].dtype != "float32":
         raise ValueError(f"ONNX outputs are {[(s.name, s.dtype) for s in outputs]}, expected one float32 output")
     return spec, outputs[0]
+
+
+def check_score_io(model: onnx.ModelProto, size: tuple[int, int]) -> tuple[TensorSpec, TensorSpec]:
+    """:func:`check_io`, and the output is a score map the detector reads: N x 1 x H x W, with H x W = ``size``
+    where the model's dims are fixed (the input's too). Raises ValueError naming what differs."""
+    spec, output = check_io(model, size=size)
+    shape = output.shape
+    fixed = [axis for axis, wanted in zip(shape[2:], size) if isinstance(axis, int) and axis != wanted]
+    if len(shape) != 4 or shape[1] not in (1, "?") or fixed:
+        raise ValueError(f"ONNX output {output.name!r} is {list(shape)}, expected a score map N x 1 x H x W "
+                         f"(H x W = {size[0]} x {size[1]})")
+    return spec, output

@@ -9,13 +9,14 @@ keep running.
 
 from __future__ import annotations
 
-import io
 from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
-from PIL import Image as PILImage
 from rosbags.image.image import convert_color
+
+from mgcda_core.errors import DataError, shorten
+from mgcda_core.utils.images import DEFAULT_MAX_PIXELS, HARD_MAX_PIXELS
 
 #: encoding -> (samples per pixel in the message, numpy dtype, cv2.cvtColor code to RGB or None when it is RGB).
 #: 8UC1/8UC3 carry no colour order: read as mono8/bgr8, OpenCV's order (cv_bridge writes a cv::Mat so).
@@ -45,12 +46,16 @@ WRITABLE_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16")
 DETECTED_BIT_DEPTHS = (8, 10, 12, 14, 16)
 #: compressed formats accepted; ``format`` strings look like "jpeg", "png", "rgb8; jpeg compressed bgr8".
 COMPRESSED_MAGIC: dict[str, bytes] = {"jpeg": b"\xff\xd8", "png": b"\x89PNG\r\n\x1a\n"}
-#: default largest accepted image (pixels): 8K UHD with margin; anything bigger is an absurd size for a camera.
-DEFAULT_MAX_PIXELS = 8192 * 8192
 MIN_SIDE = 2
+#: JPEG frame header (SOF) markers: 0xC0..0xCF except DHT (C4), JPG (C8) and DAC (CC)
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+#: JPEG markers without a length field: TEM and RST0..RST7
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+#: compressed bytes per pixel at most: 16-bit RGBA PNG stored uncompressed (8) plus a margin for its framing
+_COMPRESSED_BYTES_PER_PIXEL = 9
 
 
-class RejectedImage(ValueError):
+class RejectedImage(DataError):
     """An input message that cannot be turned into an image; the message says why."""
 
 
@@ -66,6 +71,8 @@ class ImageFields(NamedTuple):
 
 
 def _check_size(width: int, height: int, max_pixels: int) -> None:
+    if not 0 < max_pixels <= HARD_MAX_PIXELS:
+        raise ValueError(f"max_pixels must lie in 1..{HARD_MAX_PIXELS}, got {max_pixels}")
     if width < MIN_SIDE or height < MIN_SIDE:
         raise RejectedImage(f"image size {width}x{height} is too small: expected at least {MIN_SIDE}x{MIN_SIDE}")
     if width * height > max_pixels:
@@ -76,7 +83,7 @@ def check_image(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
     """Validate a sensor_msgs/Image's layout without touching its pixels (O(1); safe in a callback)."""
     encoding = msg.encoding
     if encoding not in ENCODINGS:
-        raise RejectedImage(f"unsupported encoding {encoding!r}: expected one of {sorted(ENCODINGS)}")
+        raise RejectedImage(f"unsupported encoding {shorten(encoding)}: expected one of {sorted(ENCODINGS)}")
     width, height, step = int(msg.width), int(msg.height), int(msg.step)
     _check_size(width, height, max_pixels)
     channels, dtype, _ = ENCODINGS[encoding]
@@ -124,17 +131,70 @@ def image_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS, bit_depth: int 
     return cv2.cvtColor(np.ascontiguousarray(pixels), code)
 
 
-def check_compressed(msg: Any, max_bytes: int = DEFAULT_MAX_PIXELS * 3) -> None:
-    """Validate a sensor_msgs/CompressedImage's format and magic bytes without decoding it."""
+def check_compressed(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """Validate a sensor_msgs/CompressedImage's format, signature and the (width, height) its header declares
+    against ``max_pixels``, without decoding it (cost: walking the JPEG segment headers, or reading the PNG
+    IHDR); returns that size."""
     kind = compressed_kind(msg.format)
-    data = msg.data
+    data = _bytes_view(msg.data)
     if len(data) == 0:
         raise RejectedImage("compressed image has no data")
+    max_bytes = max_pixels * _COMPRESSED_BYTES_PER_PIXEL + 65536
     if len(data) > max_bytes:
-        raise RejectedImage(f"compressed image of {len(data)} bytes exceeds the limit of {max_bytes} bytes")
+        raise RejectedImage(f"compressed image of {len(data)} bytes exceeds the limit of {max_bytes} bytes "
+                            f"(max_input_pixels {max_pixels})")
     magic = COMPRESSED_MAGIC[kind]
     if bytes(data[: len(magic)]) != magic:
-        raise RejectedImage(f"data does not start with the {kind} signature {magic!r} (format {msg.format!r})")
+        raise RejectedImage(f"data does not start with the {kind} signature {magic!r} (format "
+                            f"{shorten(msg.format)})")
+    width, height = _jpeg_size(data) if kind == "jpeg" else _png_size(data)
+    _check_size(width, height, max_pixels)
+    return width, height
+
+
+def _bytes_view(data: Any) -> memoryview:
+    """The message's bytes without a copy where possible (rclpy: array.array or bytes; rosbags: a numpy array);
+    indexing it gives Python ints, so header arithmetic cannot overflow a uint8."""
+    try:
+        return memoryview(data).cast("B")
+    except (TypeError, ValueError):  # a list of ints, or a non-contiguous array
+        return memoryview(bytes(data))
+
+
+def _jpeg_size(data: memoryview) -> tuple[int, int]:
+    """(width, height) from the first frame header (SOF) of JPEG ``data``, walking the segments' lengths only."""
+    position, end = 2, len(data)
+    while position + 4 <= end:
+        if data[position] != 0xFF:
+            raise RejectedImage(f"undecodable jpeg data ({end} bytes): no marker at byte {position}")
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            position += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, or scan data, before any frame header
+            break
+        length = data[position + 2] << 8 | data[position + 3]
+        if length < 2:
+            raise RejectedImage(f"undecodable jpeg data ({end} bytes): segment length {length} at byte {position}")
+        if marker in _JPEG_SOF:
+            if length < 7 or position + 9 > end:
+                break
+            height = data[position + 5] << 8 | data[position + 6]
+            width = data[position + 7] << 8 | data[position + 8]
+            return width, height
+        position += 2 + length
+    raise RejectedImage(f"undecodable jpeg data ({end} bytes): no frame header (SOF) declaring its size")
+
+
+def _png_size(data: memoryview) -> tuple[int, int]:
+    """(width, height) from the IHDR chunk, which a PNG must start with."""
+    if len(data) < 24 or bytes(data[12:16]) != b"IHDR":
+        raise RejectedImage(f"undecodable png data ({len(data)} bytes): no IHDR header declaring its size")
+    header = bytes(data[16:24])
+    return int.from_bytes(header[:4], "big"), int.from_bytes(header[4:], "big")
 
 
 def compressed_kind(fmt: str) -> str:
@@ -142,25 +202,22 @@ def compressed_kind(fmt: str) -> str:
     lowered = fmt.lower()
     found = [kind for kind in COMPRESSED_MAGIC if kind in lowered or (kind == "jpeg" and "jpg" in lowered)]
     if len(found) != 1:
-        raise RejectedImage(f"unsupported compressed format {fmt!r}: expected JPEG or PNG")
+        raise RejectedImage(f"unsupported compressed format {shorten(fmt)}: expected JPEG or PNG")
     return found[0]
 
 
 def compressed_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode a JPEG/PNG sensor_msgs/CompressedImage into an HxWx3 uint8 RGB array."""
-    check_compressed(msg)
+    """Decode a JPEG/PNG sensor_msgs/CompressedImage into an HxWx3 uint8 RGB array; the size its header declares
+    is checked first (:func:`check_compressed`): a few bytes can claim a huge image."""
+    width, height = check_compressed(msg, max_pixels)
     kind = compressed_kind(msg.format)
-    # the header's size first: a few bytes can claim a huge image (decompression bomb)
-    try:
-        with PILImage.open(io.BytesIO(bytes(msg.data))) as header:
-            width, height = header.size
-    except (OSError, ValueError, PILImage.DecompressionBombError) as err:
-        raise RejectedImage(f"undecodable {kind} data ({len(msg.data)} bytes): {err}") from None
-    _check_size(width, height, max_pixels)
     # IMREAD_COLOR: grey, 16-bit and alpha images all come back as 8-bit BGR.
-    bgr = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    bgr = cv2.imdecode(np.frombuffer(_bytes_view(msg.data), dtype=np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise RejectedImage(f"undecodable {kind} data ({len(msg.data)} bytes)")
+    if bgr.shape[:2] not in ((height, width), (width, height)):  # transposed: EXIF orientation applied
+        raise RejectedImage(f"{kind} data decoded to {bgr.shape[1]}x{bgr.shape[0]}, not the {width}x{height} its "
+                            "header declares (the decoder read another header than the one checked)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -175,7 +232,7 @@ def message_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS, bit_depth: in
 def label_from_image(msg: Any) -> np.ndarray:
     """A ground-truth mask (mono8 or 8UC1: 0 normal, 1 anomaly, 255 ignore) as an HxW uint8 array."""
     if msg.encoding not in ("mono8", "8UC1"):
-        raise RejectedImage(f"ground-truth mask has encoding {msg.encoding!r}: expected mono8 (0 normal, 1 anomaly, "
+        raise RejectedImage(f"ground-truth mask has encoding {shorten(msg.encoding)}: expected mono8 (0 normal, 1 anomaly, "
                             "255 ignore)")
     width, height, step = int(msg.width), int(msg.height), int(msg.step)
     _check_size(width, height, DEFAULT_MAX_PIXELS)

@@ -7,10 +7,11 @@ or an exported ``.onnx``/``.engine`` file runs on the runtime named by ``backend
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
-from mgcda_core.errors import MgcdaError
+from mgcda_core.errors import MgcdaError, shorten
 from mgcda_core.model.segmentation import DEFAULT_WEIGHTS
 from mgcda_core.model.shipped import SHIPPED_DISSIMILARITY
 from mgcda_core.pipeline.detector import Detector, build_graph
@@ -40,6 +41,7 @@ def load_detector(params: NodeParams) -> Detector:
                                  f"or an exported graph ({', '.join(EXPORTED_SUFFIXES)})")
         if path.suffix.lower() == ".onnx":
             _check_export_description(path, params.score)
+            _check_graph_io(path, size)
     try:
         if path is not None and path.suffix.lower() in EXPORTED_SUFFIXES:
             # an exported graph already computes its score: `score` must name the one it was exported with
@@ -77,10 +79,17 @@ def _check_export_description(path: Path, score: str) -> None:
     if not sidecar.is_file():
         return
     try:
-        description = json.loads(sidecar.read_text()).get("description", {})
-    except (OSError, ValueError, AttributeError) as err:
+        record = json.loads(sidecar.read_text())
+        description = record.get("description", {})
+        recorded = record["onnx_sha256"]
+    except (OSError, ValueError, AttributeError, KeyError) as err:
         raise ModelLoadError(f"model file {path}: its export record {sidecar.name} is unreadable "
-                             f"({type(err).__name__}: {err})") from None
+                             f"({type(err).__name__}: {shorten(str(err))})") from None
+    actual = _sha256(path)
+    if recorded != actual:
+        raise ModelLoadError(f"model file {path} (sha256 {actual}) does not match its export record {sidecar} "
+                             f"(onnx_sha256 {shorten(recorded)}): the two come from different exports; export "
+                             "the model again")
     stages = description.get("stages", "score")
     if stages != "score":
         raise ModelLoadError(f"model file {path} was exported with --stages {stages} (per {sidecar.name}): the node "
@@ -91,8 +100,39 @@ def _check_export_description(path: Path, score: str) -> None:
                              f"score is {score!r}; set score: {exported} or export the model with --score {score}")
 
 
-def _one_line(err: Exception, path: Path | None, limit: int = 400) -> str:
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_graph_io(path: Path, size: tuple[int, int]) -> None:
+    """Refuse an ONNX graph that is not the score graph the node runs (one float32 N x 3 x H x W input ``image``,
+    one float32 N x 1 x H x W output, H x W the network input size where fixed): another graph would start
+    "ready" and then fail every frame."""
+    import onnx  # here: needed only for an ONNX model_path
+
+    from mgcda_core.graph_io import check_score_io
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf's DecodeError and friends: not an ONNX file
+        raise ModelLoadError(f"model file {path} is not a readable ONNX graph ({_one_line(err, path)})") from None
+    try:
+        check_score_io(model, size)
+    except ValueError as err:
+        raise ModelLoadError(f"model file {path} is not a graph the node can run: {_detail(err, path)} "
+                             f"(input_height x input_width = {size[0]} x {size[1]})") from None
+
+
+def _detail(err: Exception, path: Path | None, limit: int = 400) -> str:
+    """``err``'s message on one line, at most ``limit`` characters, naming ``path`` as "the file"."""
     text = str(err) if path is None else str(err).replace(str(path), "the file")
     detail = " ".join(text.split())
-    detail = detail if len(detail) <= limit else detail[: limit - 3] + "..."
-    return f"{type(err).__name__}: {detail}"
+    return detail if len(detail) <= limit else detail[: limit - 3] + "..."
+
+
+def _one_line(err: Exception, path: Path | None) -> str:
+    return f"{type(err).__name__}: {_detail(err, path)}"

@@ -34,7 +34,9 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import SetBool
 
+from mgcda_core.errors import shorten
 from mgcda_core.pipeline.detector import Detector
+from mgcda_core.utils.finite import require_finite_score
 from mgcda_ros import ros_parameters
 from mgcda_ros.conversions import RejectedImage, check_compressed, check_image, message_to_rgb
 from mgcda_ros.health import Evidence, assess
@@ -84,6 +86,16 @@ class ImageOutput:
     def publish(self, header: Any) -> None:
         self.message.header = header
         self.publisher.publish(self.message)
+
+
+def stamp_text(msg: Any) -> str:
+    """A message's header stamp as seconds with nanoseconds, for log lines."""
+    return f"{int(msg.header.stamp.sec)}.{int(msg.header.stamp.nanosec):09d}"
+
+
+def frame_text(msg: Any) -> str:
+    """A message's frame_id for log lines, quoted and shortened (it is the sender's text)."""
+    return f"frame_id {shorten(str(msg.header.frame_id))}"
 
 
 def declare_parameters(node: Node) -> NodeParams:
@@ -220,9 +232,8 @@ class AnomalyDetection:
     def _check_raw(self, msg: Image) -> None:
         check_image(msg, self.params.max_input_pixels)
 
-    @staticmethod
-    def _check_compressed(msg: CompressedImage) -> None:
-        check_compressed(msg)
+    def _check_compressed(self, msg: CompressedImage) -> None:
+        check_compressed(msg, self.params.max_input_pixels)  # the size its header declares: nothing decoded
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
         now = time.monotonic()
@@ -278,8 +289,9 @@ class AnomalyDetection:
             except Exception as err:  # keep running: one bad frame or a runtime hiccup must not kill the node
                 with self._cond:
                     self._counters["errors"] += 1
+                    count = self._counters["errors"]
                 self._errors.add(time.monotonic(), f"{type(err).__name__}: {err}")
-                self.node.get_logger().error(f"processing failed: {type(err).__name__}: {err}",
+                self.node.get_logger().error(f"processing failed ({count} so far): {type(err).__name__}: {err}",
                                              throttle_duration_sec=self.params.warn_throttle_s)
 
     def _drop_stale(self, p: NodeParams, stamp_ns: int) -> bool:
@@ -314,6 +326,8 @@ class AnomalyDetection:
         cpu_model_start = time.thread_time()
         network_score = run_network(detector, rgb)
         model_s, cpu_model = timer.lap("model"), time.thread_time() - cpu_model_start
+        # NaN thresholds to "no anomaly": such a frame is an error, and nothing is published for it
+        require_finite_score(network_score, f"frame at stamp {stamp_text(msg)} ({frame_text(msg)})")
         height, width = rgb.shape[:2]
         mask_out, score_out, overlay_out = (self._outputs[t] for t in ("anomaly_mask", "anomaly_score",
                                                                         "anomaly_overlay"))

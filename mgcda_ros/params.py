@@ -18,6 +18,7 @@ from mgcda_core.errors import ConfigError
 from mgcda_core.model.shipped import SHIPPED_SCORE
 from mgcda_core.pipeline.detector import SIZE_MULTIPLE
 from mgcda_core.pipeline.scores import SCORES
+from mgcda_core.utils.images import DEFAULT_MAX_PIXELS, HARD_MAX_PIXELS
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 TRANSPORTS = ("raw", "compressed")
@@ -45,6 +46,7 @@ class ParameterSpec:
     high: float | None = None
     step: int = 0
     choices: tuple[str, ...] = ()
+    note: str = ""  # why the range is what it is, added to the words of :meth:`constraints`
 
     def constraints(self) -> str:
         """The allowed values in words (a descriptor's ``additional_constraints`` and refusal messages)."""
@@ -53,7 +55,8 @@ class ParameterSpec:
         if self.low is None or self.high is None:
             return ""
         span = f"[{_number(self.low)}, {_number(self.high)}]"
-        return f"a multiple of {self.step} in {span}" if self.step > 1 else f"a number in {span}"
+        words = f"a multiple of {self.step} in {span}" if self.step > 1 else f"a number in {span}"
+        return f"{words} ({self.note})" if self.note else words
 
 
 def _number(value: float) -> str:
@@ -100,8 +103,10 @@ class NodeParams:
     input_bit_depth: int = _param(0, "significant bits of 16-bit encodings (mono16, rgb16, bgr16); 0 = detect "
                                      "from each frame's largest value (8, 10, 12, 14 or 16)", runtime=True,
                                   low=0, high=16, step=1)
-    max_input_pixels: int = _param(8192 * 8192, "larger input images are rejected as absurd sizes", runtime=True,
-                                   low=4, high=2**40, step=1)
+    max_input_pixels: int = _param(DEFAULT_MAX_PIXELS, "larger input images are rejected from their header, before "
+                                                       "any decoding", runtime=True, low=4, high=HARD_MAX_PIXELS,
+                                   step=1, note=f"{HARD_MAX_PIXELS} = 8192 x 8192 is a hard ceiling: a frame costs "
+                                                "the node tens of bytes a pixel")
     warn_throttle_s: float = _param(5.0, "minimum seconds between repeated warnings about rejected or stale input",
                                     runtime=True, low=0.01, high=3600.0)
     input_timeout_s: float = _param(3.0, "diagnostics WARN (and a log line) when no frame arrived for this long",

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mgcda_core.errors import ModelError, OutputError
+from mgcda_core.errors import OutputError
 from mgcda_core.evaluation.accumulator import PROTOCOLS, MetricAccumulator, Protocol, frame_metrics
 from mgcda_core.evaluation.gallery import FrameSelector, GalleryFrame, write_gallery
 from mgcda_core.evaluation.plots import write_curve_plots
@@ -28,6 +28,7 @@ from mgcda_core.evaluation.report import write_metrics
 from mgcda_core.evaluation.skips import SkippedFrames
 from mgcda_core.utils.atomic import atomic_write_json
 from mgcda_core.utils.cli import user_errors
+from mgcda_core.utils.finite import require_finite_score
 from mgcda_core.utils.images import write_png
 from mgcda_ros.bag_io import COMPRESSED, IMAGE, BagWriter, open_bag, stamp_ns
 from mgcda_ros.conversions import (
@@ -199,10 +200,7 @@ def _frame(config: ReplayConfig, detector: Any, writer: BagWriter | None, evalua
         return
     start = time.monotonic()
     raw = detector.raw_score(rgb)
-    bad = int(np.count_nonzero(~np.isfinite(raw)))
-    if bad:  # thresholding NaN gives "no anomaly": never publish or score that
-        raise ModelError(f"frame at stamp {name}: the model produced a score map with {bad} NaN or infinite "
-                         f"values of {raw.size}; refusing to score it (are the weights damaged?)")
+    require_finite_score(raw, f"frame at stamp {name}")  # thresholding NaN would say "no anomaly"
     score = detector.calibration(raw)  # the node's detector(rgb), without scoring twice
     counts["model_s"] += time.monotonic() - start
     mask = anomaly_mask(score, p.threshold)

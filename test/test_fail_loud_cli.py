@@ -24,6 +24,7 @@ from mgcda_core.export import __main__ as export
 from mgcda_core.study import __main__ as study
 from mgcda_core.utils.atomic import atomic_write_bytes
 from mgcda_core.utils.cli import one_line, user_errors
+from mgcda_core.utils.finite import count_non_finite, require_finite_score
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / "train.yaml"
@@ -178,6 +179,16 @@ def test_non_finite_scores_are_refused_naming_the_frame() -> None:
     with pytest.raises(ModelError, match=r"^frame cam_007: the model produced a score map with 2 NaN or infinite "
                                          r"values of 16; refusing to score it"):
         MetricAccumulator("fishyscapes").add(score, np.zeros((4, 4), np.uint8), frame="cam_007")
+
+
+def test_infinite_scores_count_as_non_finite_and_integer_maps_never_do() -> None:
+    score = np.zeros((2, 3), np.float32)
+    score[0] = [np.inf, -np.inf, np.nan]
+    assert count_non_finite(score) == 3 and count_non_finite(np.zeros((2, 2), np.uint8)) == 0
+    with pytest.raises(ModelError, match=r"^frame at stamp 5\.000000000: the model produced a score map with 3 NaN or "
+                                         r"infinite values of 6; refusing to score it"):
+        require_finite_score(score, "frame at stamp 5.000000000")
+    require_finite_score(np.ones((2, 2), np.float32), "a finite frame")  # no error
 
 
 def _road_anomaly(root: Path, count: int) -> Path:

@@ -1,6 +1,6 @@
-"""Property-based fuzzing (hypothesis) of what reads user files: the config loader and the image readers.
-Whatever the bytes, the result is a valid value or one line of the project's error type, and memory stays
-bounded (tracemalloc peak of the call)."""
+"""Property-based fuzzing (hypothesis) of what reads user files and messages: the config loader, the image readers
+and the node's CompressedImage decoder. Whatever the bytes, the result is a valid value or one line of the
+project's error type, and memory stays bounded (tracemalloc peak of the call)."""
 
 from __future__ import annotations
 
@@ -126,4 +126,27 @@ def test_image_readers_on_arbitrary_bytes(tmp_path: Path, reader, data: bytes) -
         assert isinstance(result, MgcdaError), result
         assert_one_line_error(result)
         assert str(path) in str(result)
+    assert peak < MEMORY_BOUND
+
+
+class _Compressed:
+    """What the node reads of a sensor_msgs/CompressedImage: ``format`` and ``data``."""
+
+    def __init__(self, fmt: str, data: bytes) -> None:
+        self.format, self.data = fmt, data
+
+
+@FUZZ
+@given(data=st.one_of(MUTATED, HUGE, st.binary(max_size=200)), fmt=st.sampled_from(["png", "jpeg", "bgr8; jpeg"]))
+def test_compressed_messages_decode_within_the_declared_limit_or_are_rejected(data: bytes, fmt: str) -> None:
+    from mgcda_ros.conversions import RejectedImage, message_to_rgb
+
+    limit = 64 * 64  # the seeds are 20 x 12: anything bigger must be refused from its header, never decoded
+    result, peak = bounded(message_to_rgb, _Compressed(fmt, data), limit)
+    if isinstance(result, np.ndarray):
+        assert result.dtype == np.uint8 and result.ndim == 3 and result.shape[2] == 3
+        assert result.shape[0] * result.shape[1] <= limit
+    else:
+        assert isinstance(result, RejectedImage), result
+        assert_one_line_error(result)
     assert peak < MEMORY_BOUND

@@ -13,10 +13,11 @@ from typing import Literal
 
 import numpy as np
 
-from mgcda_core.errors import DataError, ModelError
+from mgcda_core.errors import DataError
 from mgcda_core.evaluation.curves import Curve
 from mgcda_core.evaluation.fishyscapes import fishyscapes_metrics
 from mgcda_core.evaluation.smiyc import BinnedCurveAccumulator, BinStrategy, smiyc_pixel_metrics
+from mgcda_core.utils.finite import require_finite_score
 
 Protocol = Literal["fishyscapes", "smiyc"]
 PROTOCOLS = ("fishyscapes", "smiyc")
@@ -35,11 +36,7 @@ def validate_pair(score: np.ndarray, label: np.ndarray, frame: str) -> None:
         raise ValueError(f"frame {frame}: score map must hold real numbers, got dtype {score.dtype}")
     if not np.issubdtype(label.dtype, np.integer):
         raise ValueError(f"frame {frame}: label map must hold integer ids, got dtype {label.dtype}")
-    if np.issubdtype(score.dtype, np.floating):
-        bad = np.count_nonzero(~np.isfinite(score))
-        if bad:
-            raise ModelError(f"frame {frame}: the model produced a score map with {bad} NaN or infinite values of "
-                             f"{score.size}; refusing to score it (are the weights damaged?)")
+    require_finite_score(score, f"frame {frame}")
     values = np.unique(label) if label.dtype != np.uint8 else np.flatnonzero(np.bincount(label.ravel(), minlength=256))
     unexpected = sorted(set(values.tolist()) - set(_ALLOWED_LABELS))
     if unexpected:
