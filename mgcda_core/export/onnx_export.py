@@ -218,13 +218,14 @@ def allowed_difference(expected: np.ndarray, error: float, noise_factor: float =
 
     Both results lie within their rounding error of the exact value, so they differ by at most the sum of the two
     errors. The other implementation (ONNX Runtime, TensorRT fp32: other accumulation order and blocking,
-    Conv+BatchNorm folded, vectorised exp/tanh) may be up to seven times less accurate than PyTorch: ``noise_factor``
-    (8) x ``error``. On the test checkpoint's graph at 256x512, ONNX Runtime on an AVX-512 CPU was 3.4e-4 from
-    PyTorch, whose float32 error on the dissimilarity network alone is 1.2e-4 (docs/DEPLOYMENT.md): about three
-    times. The factor leaves room for other CPUs' kernels; a real mismatch (a weight 0.1 % off, a wrong operator)
-    lands orders of magnitude above. One float32 spacing at the output's largest magnitude is added to ``error``, so that a graph
-    PyTorch computes exactly (``error`` 0: copies, comparisons) still leaves room for the last rounding of another
-    kernel. ``error`` is measured on the same input, so the bound follows the graph's conditioning on every CPU.
+    Conv+BatchNorm folded, vectorised exp/tanh) may be less accurate than PyTorch, up to ``noise_factor`` - 1 times
+    (``NOISE_FACTOR``, explained where it is defined): the bound is ``noise_factor`` x ``error``. On the test
+    checkpoint's graph at 256x512, ONNX Runtime on an AVX-512 CPU was 3.4e-4 from PyTorch, whose float32 error on
+    the dissimilarity network alone is 1.2e-4 (docs/DEPLOYMENT.md): about three times. The factor leaves room for
+    other CPUs' kernels; a real mismatch (a weight 0.1 % off, a wrong operator) lands orders of magnitude above.
+    One float32 spacing at the output's largest magnitude is added to ``error``, so that a graph PyTorch computes
+    exactly (``error`` 0: copies, comparisons) still leaves room for the last rounding of another kernel.
+    ``error`` is measured on the same input, so the bound follows the graph's conditioning on every CPU.
     """
     return noise_factor * (error + float(np.spacing(np.float32(np.abs(expected).max()))))
 
