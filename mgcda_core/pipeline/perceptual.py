@@ -12,7 +12,8 @@ from torchvision.models.vgg import make_layers
 
 from mgcda_core.model.efficientnet_lite import load_efficientnet_lite0
 from mgcda_core.model.encoders import ImageNetToLite
-from mgcda_core.model.segmentation.base import load_exact, read_state_dict
+from mgcda_core.model.segmentation.base import read_state_dict
+from mgcda_core.model.weights_file import load_exact
 from mgcda_core.pipeline.uncertainty import PERCEPTUAL_WEIGHTS, VGG19_SLICES, FeaturePyramid
 
 
