@@ -106,7 +106,7 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
         if diffs:
             raise ModelError(f"{path} holds another architecture: {'; '.join(diffs)}")
     try:
-        model = DissimNetPrior(**saved, pretrained=False)
+        model = DissimNetPrior(**saved)
     except ValueError as error:  # e.g. a width too small for the encoder
         raise ModelError(f"{path}: architecture {saved} cannot be built: {error}") from None
     load_exact(model, payload["model"], str(path), f"architecture {saved}")
