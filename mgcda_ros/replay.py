@@ -23,8 +23,8 @@ from tqdm import tqdm
 from mgcda_core.errors import ModelError, OutputError
 from mgcda_core.evaluation.accumulator import PROTOCOLS, MetricAccumulator, Protocol, frame_metrics
 from mgcda_core.evaluation.gallery import FrameSelector, GalleryFrame, write_gallery
+from mgcda_core.evaluation.metrics_file import write_metrics
 from mgcda_core.evaluation.plots import write_curve_plots
-from mgcda_core.evaluation.report import write_metrics
 from mgcda_core.evaluation.skips import SkippedFrames
 from mgcda_core.utils.atomic import atomic_write_json
 from mgcda_core.utils.cli import user_errors

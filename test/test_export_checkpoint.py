@@ -31,7 +31,7 @@ from mgcda_core.model.dissimilarity import DissimNetPrior
 from mgcda_core.model.domain_classifiers import FeatureDomainClassifier, OutputDomainClassifier
 from mgcda_core.model.projector import ContrastProjector
 from mgcda_core.pipeline.detector import build_graph
-from mgcda_core.training.checkpoint import save_training_checkpoint
+from mgcda_core.training.run_checkpoints import save_training_checkpoint
 
 ARCHITECTURE = {"encoder": "vgg16", "width": 0.125}
 SUPPORTED_OPS_FILE = Path(__file__).resolve().parents[1] / "mgcda_core" / "export" / "tensorrt_supported_ops.txt"

@@ -15,7 +15,7 @@ from mgcda_core.model.checkpoint import MAX_NUM_CLASSES, load_model, save_model
 from mgcda_core.model.dissimilarity import DissimNetPrior
 from mgcda_core.model.segmentation import DEFAULT_WEIGHTS, load_segmentation
 from mgcda_core.model.weights_file import load_exact
-from mgcda_core.training.checkpoint import CheckpointError, load_training_checkpoint
+from mgcda_core.training.run_checkpoints import CheckpointError, load_training_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
