@@ -33,6 +33,11 @@ class ModelError(MgcdaError, ValueError):
     """A weights file or checkpoint cannot be used (unreadable, non-finite, foreign architecture)."""
 
 
+class WeightsUnavailableError(MgcdaError, RuntimeError):
+    """Named pretrained weights cannot be loaded (file absent, package not installed, no internet); the message
+    names the weights and their file."""
+
+
 class OutputError(MgcdaError, OSError):
     """An output cannot be written (exists without --overwrite, read-only, full disk, not a folder)."""
 

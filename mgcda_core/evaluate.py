@@ -7,6 +7,10 @@ Writes ``metrics.json`` (AP, FPR95, AUROC as fractions, counts, protocol, model)
 AP/FPR95), ``pr_curve.png``, ``roc_curve.png`` and ``gallery/`` (image / ground truth / score / overlay of the
 best and worst frames by per-frame AP; ``gallery.png`` plus one PNG per panel). Metrics use the detector's raw
 score (``--calibrated`` uses its [0, 1] calibration, needed for SegmentMeIfYouCan's uniform bins).
+
+This module is the command: it builds the detector (``mgcda_core.pipeline``) and runs it over an evaluation set
+(``mgcda_core.data.eval_sets``); the metrics, the ``metrics.json`` writer, plots and gallery are the package
+``mgcda_core.evaluation``, which knows nothing of detectors (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations

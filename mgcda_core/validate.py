@@ -31,7 +31,7 @@ from mgcda_core.errors import DataError, MissingInputError, ModelError
 from mgcda_core.evaluation import MetricAccumulator
 from mgcda_core.model.checkpoint import load_model, read_checkpoint
 from mgcda_core.pipeline import scores
-from mgcda_core.training.checkpoint import TRAINING_KEY
+from mgcda_core.training.run_checkpoints import TRAINING_KEY
 from mgcda_core.utils.atomic import atomic_write_json
 from mgcda_core.utils.cli import user_errors
 

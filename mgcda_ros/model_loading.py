@@ -12,9 +12,7 @@ import json
 from pathlib import Path
 
 from mgcda_core.errors import MgcdaError, shorten
-from mgcda_core.model.segmentation import DEFAULT_WEIGHTS
-from mgcda_core.model.shipped import SHIPPED_DISSIMILARITY
-from mgcda_core.pipeline.detector import Detector, build_graph
+from mgcda_core.pipeline.detector import Detector, build_graph, weights_info
 from mgcda_core.runtime.factory import RuntimeOptions, make_runtime
 from mgcda_ros.params import NodeParams
 
@@ -49,12 +47,7 @@ def load_detector(params: NodeParams) -> Detector:
             return Detector(runtime, params.score, size, info={"model": path.name})
         graph = build_graph(params.score, path)
         runtime = make_runtime(params.backend, graph, device, options)
-        # which weights are in use, as Detector.default/from_checkpoint record them
-        shipped = SHIPPED_DISSIMILARITY.name if graph.dissimilarity is not None else None
-        info = {"segmentation": DEFAULT_WEIGHTS.name, "perceptual": graph.stages.perceptual_source,
-                "resynthesis": type(graph.stages.resynthesis).__name__,
-                "dissimilarity": path.name if path else shipped}
-        return Detector(runtime, params.score, size, info=info)
+        return Detector(runtime, params.score, size, info=weights_info(graph, path))
     except Exception as err:  # reported once, on one line, naming the file once
         what = f"model file {path}" if path is not None else "the embedded default detector"
         raise ModelLoadError(f"cannot load {what}: {_one_line(err, path)}") from None

@@ -23,8 +23,8 @@ from tqdm import tqdm
 from mgcda_core.errors import OutputError
 from mgcda_core.evaluation.accumulator import PROTOCOLS, MetricAccumulator, Protocol, frame_metrics
 from mgcda_core.evaluation.gallery import FrameSelector, GalleryFrame, write_gallery
+from mgcda_core.evaluation.metrics_file import write_metrics
 from mgcda_core.evaluation.plots import write_curve_plots
-from mgcda_core.evaluation.report import write_metrics
 from mgcda_core.evaluation.skips import SkippedFrames
 from mgcda_core.utils.atomic import atomic_write_json
 from mgcda_core.utils.cli import user_errors
@@ -84,6 +84,53 @@ class _Evaluation:
             self.selector.offer(GalleryFrame(name, rgb, label, raw, per_frame["AP"]))
 
 
+@dataclass
+class _ReplayRun:
+    """What every frame of one replay shares: the settings, the detector, where outputs go and the running counts."""
+
+    config: ReplayConfig
+    detector: Any
+    writer: BagWriter | None
+    evaluation: _Evaluation | None
+    out_topics: dict[str, str]
+    overlay_dir: Path
+    skipped: SkippedFrames = field(default_factory=SkippedFrames)
+    counts: dict[str, float] = field(
+        default_factory=lambda: {"frames": 0, "frames_with_gt": 0, "rejected": 0, "model_s": 0.0})
+
+    def frame(self, timestamp: int, msg: Any, label: np.ndarray | None) -> None:
+        """Score one frame; write its outputs; add it to the metrics when it has a ground-truth mask."""
+        p = self.config.params
+        counts = self.counts
+        name = f"{stamp_ns(msg)}"
+        try:
+            rgb = message_to_rgb(msg, p.max_input_pixels, p.input_bit_depth)
+        except RejectedImage as err:
+            counts["rejected"] += 1
+            self.skipped.add(name, f"frame at stamp {name} rejected: {err}")
+            tqdm.write(f"replay: frame at stamp {name} rejected: {err}", file=sys.stderr)
+            return
+        start = time.monotonic()
+        raw = self.detector.raw_score(rgb)
+        require_finite_score(raw, f"frame at stamp {name}")  # thresholding NaN would say "no anomaly"
+        score = self.detector.calibration(raw)  # the node's detector(rgb), without scoring twice
+        counts["model_s"] += time.monotonic() - start
+        mask = anomaly_mask(score, p.threshold)
+        overlay = make_overlay(rgb, mask, p.overlay_alpha)
+        if self.writer is not None:
+            stamp, frame_id = stamp_ns(msg), str(msg.header.frame_id)
+            for topic, fields in (("anomaly_mask", mask_to_fields(mask)), ("anomaly_score", score_to_fields(score)),
+                                  ("anomaly_overlay", bgr_to_fields(overlay))):
+                self.writer.write_image(self.out_topics[topic], timestamp, stamp, frame_id, fields)
+        if counts["frames"] < self.config.save_overlays:
+            write_png(self.overlay_dir / f"{int(counts['frames']):05d}_{name}.png",
+                      np.ascontiguousarray(overlay[:, :, ::-1]))
+        counts["frames"] += 1
+        if label is not None and self.evaluation is not None:
+            self.evaluation.add(name, rgb, raw, label)
+            counts["frames_with_gt"] += 1
+
+
 def replay(config: ReplayConfig, detector: Any = None) -> dict:
     """Replay ``config.bag``; returns the summary also written to ``out/replay.json`` (and metrics when GT exists)."""
     p = config.params
@@ -104,9 +151,8 @@ def replay(config: ReplayConfig, detector: Any = None) -> dict:
                   if config.write_bag else None)
         pending_images: dict[int, tuple[int, Any]] = {}
         pending_labels: dict[int, np.ndarray] = {}
-        counts = {"frames": 0, "frames_with_gt": 0, "rejected": 0, "model_s": 0.0}
-        skipped = SkippedFrames()
-        overlay_dir = config.out / "overlays"
+        run = _ReplayRun(config, detector, writer, evaluation, out_topics, config.out / "overlays")
+        counts, skipped = run.counts, run.skipped
         start = time.monotonic()
         topics = [config.image_topic] + ([config.gt_topic] if config.gt_topic else [])
         try:
@@ -121,12 +167,10 @@ def replay(config: ReplayConfig, detector: Any = None) -> dict:
                             skipped.add(f"{stamp}", f"ground truth at stamp {stamp} rejected: {err}")
                             gt_stamps.discard(stamp)
                             if stamp in pending_images:
-                                _frame(config, detector, writer, None, out_topics, overlay_dir, counts, skipped,
-                                       *pending_images.pop(stamp), None)
+                                run.frame(*pending_images.pop(stamp), None)
                             continue
                         if stamp in pending_images:
-                            _frame(config, detector, writer, evaluation, out_topics, overlay_dir, counts, skipped,
-                                   *pending_images.pop(stamp), label)
+                            run.frame(*pending_images.pop(stamp), label)
                         else:
                             pending_labels[stamp] = label
                         continue
@@ -134,12 +178,10 @@ def replay(config: ReplayConfig, detector: Any = None) -> dict:
                     if stamp in gt_stamps and stamp not in pending_labels:
                         pending_images[stamp] = (timestamp, msg)  # its mask comes later in the bag
                         continue
-                    _frame(config, detector, writer, evaluation, out_topics, overlay_dir, counts, skipped, timestamp,
-                           msg, pending_labels.pop(stamp, None))
+                    run.frame(timestamp, msg, pending_labels.pop(stamp, None))
                     bar.set_postfix(fps=f"{counts['frames'] / max(time.monotonic() - start, 1e-9):.2f}")
             for timestamp, msg in pending_images.values():  # only if a mask's stamp repeats: score them anyway
-                _frame(config, detector, writer, evaluation, out_topics, overlay_dir, counts, skipped, timestamp, msg,
-                       None)
+                run.frame(timestamp, msg, None)
         except BaseException:
             if writer is not None:
                 writer.abort()
@@ -183,39 +225,6 @@ def remove_bag(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists():
         path.unlink()
-
-
-def _frame(config: ReplayConfig, detector: Any, writer: BagWriter | None, evaluation: _Evaluation | None,
-           out_topics: dict[str, str], overlay_dir: Path, counts: dict, skipped: SkippedFrames, timestamp: int,
-           msg: Any, label: np.ndarray | None) -> None:
-    """Score one frame; write its outputs; add it to the metrics when it has a ground-truth mask."""
-    p = config.params
-    name = f"{stamp_ns(msg)}"
-    try:
-        rgb = message_to_rgb(msg, p.max_input_pixels, p.input_bit_depth)
-    except RejectedImage as err:
-        counts["rejected"] += 1
-        skipped.add(name, f"frame at stamp {name} rejected: {err}")
-        tqdm.write(f"replay: frame at stamp {name} rejected: {err}", file=sys.stderr)
-        return
-    start = time.monotonic()
-    raw = detector.raw_score(rgb)
-    require_finite_score(raw, f"frame at stamp {name}")  # thresholding NaN would say "no anomaly"
-    score = detector.calibration(raw)  # the node's detector(rgb), without scoring twice
-    counts["model_s"] += time.monotonic() - start
-    mask = anomaly_mask(score, p.threshold)
-    overlay = make_overlay(rgb, mask, p.overlay_alpha)
-    if writer is not None:
-        stamp, frame_id = stamp_ns(msg), str(msg.header.frame_id)
-        for topic, fields in (("anomaly_mask", mask_to_fields(mask)), ("anomaly_score", score_to_fields(score)),
-                              ("anomaly_overlay", bgr_to_fields(overlay))):
-            writer.write_image(out_topics[topic], timestamp, stamp, frame_id, fields)
-    if counts["frames"] < config.save_overlays:
-        write_png(overlay_dir / f"{counts['frames']:05d}_{name}.png", np.ascontiguousarray(overlay[:, :, ::-1]))
-    counts["frames"] += 1
-    if label is not None and evaluation is not None:
-        evaluation.add(name, rgb, raw, label)
-        counts["frames_with_gt"] += 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,9 +16,9 @@ from torch.nn import functional as F
 
 from mgcda_core.losses.mdat import generator_adversarial_loss
 from mgcda_core.losses.segmentation import weighted_cross_entropy
-from mgcda_core.training.checkpoint import load_training_checkpoint
 from mgcda_core.training.config import load_train_config
 from mgcda_core.training.distributed import DistContext
+from mgcda_core.training.run_checkpoints import load_training_checkpoint
 from mgcda_core.training.trainer import Trainer
 
 torch.set_num_threads(1)

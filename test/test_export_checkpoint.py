@@ -31,7 +31,7 @@ from mgcda_core.model.dissimilarity import DissimNetPrior
 from mgcda_core.model.domain_classifiers import FeatureDomainClassifier, OutputDomainClassifier
 from mgcda_core.model.projector import ContrastProjector
 from mgcda_core.pipeline.detector import build_graph
-from mgcda_core.training.checkpoint import save_training_checkpoint
+from mgcda_core.training.run_checkpoints import save_training_checkpoint
 
 ARCHITECTURE = {"encoder": "vgg16", "width": 0.125}
 SUPPORTED_OPS_FILE = Path(__file__).resolve().parents[1] / "mgcda_core" / "export" / "tensorrt_supported_ops.txt"
@@ -39,7 +39,7 @@ SUPPORTED_OPS_FILE = Path(__file__).resolve().parents[1] / "mgcda_core" / "expor
 
 def tiny_dissimnet(seed: int = 0) -> DissimNetPrior:
     torch.manual_seed(seed)
-    return DissimNetPrior(**ARCHITECTURE, pretrained=False).eval()
+    return DissimNetPrior(**ARCHITECTURE).eval()
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_exported_parameters_are_the_baseline_networks(exported: Path, training_
     state = graph.state_dict()
     # Independent expected count: a freshly built baseline network + the front-half parameters of the modules the
     # forward pass runs (the pretrained backbones hold layers, e.g. classifier heads, the pipeline never calls).
-    baseline = sum(p.numel() for p in DissimNetPrior(**ARCHITECTURE, pretrained=False).parameters())
+    baseline = sum(p.numel() for p in DissimNetPrior(**ARCHITECTURE).parameters())
     ran: set[str] = set()
     hooks = [module.register_forward_hook(lambda m, i, o, name=name: ran.add(name))
              for name, module in graph.named_modules()]
@@ -166,12 +166,12 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path: Path, capsys) -
 def test_untrained_efficientnet_checkpoint_passes_the_parameter_check(tmp_path: Path) -> None:
     """Fresh BatchNorms hold equal ones and zeros, which the exporter stores once: they still count as exported."""
     torch.manual_seed(0)
-    save_model(tmp_path / "lite.pt", DissimNetPrior(encoder="efficientnet_lite0", pretrained=False))
+    save_model(tmp_path / "lite.pt", DissimNetPrior(encoder="efficientnet_lite0"))
     graph = build_graph("dissimilarity", tmp_path / "lite.pt")
     model = export_to_proto(graph, ExportConfig(height=64, width=128))
     names = {init.name for init in model.graph.initializer}
     assert any(name.startswith("dissimilarity.") and name not in names for name, _ in graph.named_parameters())
-    baseline = sum(p.numel() for p in DissimNetPrior(encoder="efficientnet_lite0", pretrained=False).parameters())
+    baseline = sum(p.numel() for p in DissimNetPrior(encoder="efficientnet_lite0").parameters())
     report = parameter_report(model, graph)
     assert report["exported_parameters_by_component"]["dissimilarity"] == baseline
     assert report["baseline_dissimnet_parameters"] == baseline and report["shared_encoder_parameters"] == 0

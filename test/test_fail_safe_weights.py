@@ -14,7 +14,8 @@ from mgcda_core.errors import ModelError
 from mgcda_core.model.checkpoint import MAX_NUM_CLASSES, load_model, save_model
 from mgcda_core.model.dissimilarity import DissimNetPrior
 from mgcda_core.model.segmentation import DEFAULT_WEIGHTS, load_segmentation
-from mgcda_core.training.checkpoint import CheckpointError, load_training_checkpoint
+from mgcda_core.model.weights_file import load_exact
+from mgcda_core.training.run_checkpoints import CheckpointError, load_training_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
@@ -102,3 +103,25 @@ def test_pickled_code_is_refused_in_one_line_without_unsafe_advice(tmp_path: Pat
     with pytest.raises(ModelError, match="refused: the file holds the Python object 'fractions.Fraction'") as seg:
         load_segmentation("espnetv2", path)
     assert "weights_only" not in str(seg.value) and "\n" not in str(seg.value)
+
+
+def test_one_strict_loader_lists_every_kind_of_difference_with_counts() -> None:
+    """Checkpoints and plug-ins share ``load_exact``: its refusal names the source, what the weights were for, and
+    per kind the count and the first keys, leaving the module untouched."""
+    module = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    before = {key: value.clone() for key, value in module.state_dict().items()}
+    state = {f"extra.{i}": torch.zeros(1) for i in range(7)}
+    state["0.weight"] = torch.zeros(4, 2)
+    state["0.bias"] = torch.zeros(3)
+    with pytest.raises(ModelError) as error:
+        load_exact(module, state, "weights.pt", "the test network")
+    message = str(error.value)
+    assert message.startswith("weights.pt: weights do not fit the test network: ")
+    assert "2 missing keys: 1.weight, 1.bias" in message
+    assert "7 unexpected keys: extra.0, extra.1, extra.2, extra.3, extra.4 (+2 more)" in message
+    assert "1 shape mismatches: 0.weight: file (4, 2) vs model (3, 2)" in message
+    assert all(torch.equal(before[key], value) for key, value in module.state_dict().items())
+
+    exact = {key: torch.full_like(value, 0.5) for key, value in before.items()}
+    load_exact(module, exact, "weights.pt")
+    assert all(torch.equal(exact[key], value) for key, value in module.state_dict().items())

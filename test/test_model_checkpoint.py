@@ -78,7 +78,7 @@ def test_wrong_architecture_is_refused_naming_the_difference(tmp_path: Path) -> 
         load_model(path)
 
     _rewrite(path, architecture={**payload["architecture"], "width": 0.25})
-    with pytest.raises(ValueError, match=r"shape mismatches: encoder\.stages\.0\.0\.weight: checkpoint "
+    with pytest.raises(ValueError, match=r"shape mismatches: encoder\.stages\.0\.0\.weight: file "
                                          r"\(8, 3, 3, 3\) vs model \(16, 3, 3, 3\)"):
         load_model(path)
 

@@ -9,7 +9,8 @@ import torchvision
 
 from mgcda_core.constants import IMAGENET_MEAN, IMAGENET_STD
 from mgcda_core.model.dissimilarity import DissimNetPrior
-from mgcda_core.model.efficientnet_lite import lite0_weights_path, lite_normalise, load_efficientnet_lite0
+from mgcda_core.model.efficientnet_lite import lite_normalise, load_efficientnet_lite0
+from mgcda_core.model.encoder_weights import EncoderWeights, lite0_weights_path
 from mgcda_core.model.encoders import PyramidEncoder, build_encoder
 from mgcda_core.model.spade import SPADE
 from mgcda_core.model.summary import summarise
@@ -168,11 +169,11 @@ def test_spade_equation() -> None:
 
 def test_efficientnet_lite0_weights_load_exactly_and_match_encoder() -> None:
     state = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
-    net = load_efficientnet_lite0(pretrained=False)
+    net = load_efficientnet_lite0(None)
     result = net.load_state_dict(state, strict=False)
     assert result.missing_keys == [] and result.unexpected_keys == []
     net.eval()
-    encoder = build_encoder("efficientnet_lite0", pretrained=True).eval()
+    encoder = build_encoder("efficientnet_lite0", weights=EncoderWeights.EFFICIENTNET_LITE0_IMAGENET).eval()
     rgb = torch.rand(1, 3, 32, 64)
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     with torch.no_grad():
@@ -187,7 +188,7 @@ def test_efficientnet_lite0_classifies_reference_images(image_name: str, imagene
     data = pytest.importorskip("skimage.data", reason="scikit-image provides the reference images")
     rgb = torch.from_numpy(getattr(data, image_name)()).permute(2, 0, 1)[None].float() / 255
     rgb = F.interpolate(rgb, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
-    net = load_efficientnet_lite0(pretrained=True).eval()
+    net = load_efficientnet_lite0(EncoderWeights.EFFICIENTNET_LITE0_IMAGENET).eval()
     with torch.no_grad():
         assert net(lite_normalise(rgb)).argmax(1).item() == imagenet_class
 
@@ -209,9 +210,9 @@ def test_bad_inputs_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match="unknown encoder 'vgg19'"):
         build_encoder("vgg19")
     with pytest.raises(ValueError, match="only at width 1.0"):
-        build_encoder("vgg16", width=0.5, pretrained=True)
+        build_encoder("vgg16", width=0.5, weights=EncoderWeights.VGG16_IMAGENET1K_V1)
     with pytest.raises(ValueError, match="only at width 1.0"):
-        DissimNetPrior("efficientnet_lite0", width=0.5, pretrained=True)
+        DissimNetPrior("efficientnet_lite0", width=0.5, weights=EncoderWeights.EFFICIENTNET_LITE0_IMAGENET)
     lite = DissimNetPrior("efficientnet_lite0", width=0.125)
     with pytest.raises(ValueError, match="divisible by 16 for encoder 'efficientnet_lite0', got 56x128"):
         crop = (slice(None), slice(None), slice(0, 56))

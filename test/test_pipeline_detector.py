@@ -10,7 +10,10 @@ import torch
 
 from mgcda_core.model.checkpoint import save_model
 from mgcda_core.model.dissimilarity import DissimNetPrior
+from mgcda_core.model.segmentation import DEFAULT_WEIGHTS
+from mgcda_core.model.shipped import SHIPPED_DISSIMILARITY
 from mgcda_core.pipeline import Detector, InferenceGraph, scores
+from mgcda_core.pipeline.detector import weights_info
 from mgcda_core.pipeline.uncertainty import entropy, normalise_entropy
 from mgcda_core.sml_stats import main as sml_stats_main
 from mgcda_core.utils.images import write_png
@@ -149,3 +152,17 @@ def test_sml_statistics_cli_feeds_the_sml_score(tmp_path):
     # standardised over the two images: per predicted class the scores have mean ~0
     pooled = np.concatenate([detector.raw_score(im).ravel() for im in images])
     assert abs(pooled.mean()) < 1.0
+
+
+def test_weights_info_is_what_every_detector_records(detector, dissim_detector):
+    """One description of the weights in use (``weights_info``) serves Detector.default, from_checkpoint and the
+    ROS node's model loading."""
+    graph = dissim_detector.runtime.graph
+    expected = {"segmentation": DEFAULT_WEIGHTS.name, "perceptual": graph.stages.perceptual_source,
+                "resynthesis": type(graph.stages.resynthesis).__name__, "dissimilarity": "tiny.pt"}
+    assert weights_info(graph, "runs/a/tiny.pt") == expected
+    assert {key: dissim_detector.info[key] for key in expected} == expected
+    # a graph holding a dissimilarity network that no file was named for runs the shipped one
+    assert weights_info(graph)["dissimilarity"] == SHIPPED_DISSIMILARITY.name
+    assert detector.info["dissimilarity"] is None  # a training-free score runs no dissimilarity network
+    assert weights_info(detector.runtime.graph) == {key: detector.info[key] for key in expected}

@@ -60,6 +60,6 @@ def test_spade_generator_round_trip_and_refusal(tmp_path):
         torch.testing.assert_close(load_spade_generator(path, nf=4, num_up=2)(semantic), out)
     with pytest.raises(ValueError, match="shape mismatch"):
         load_spade_generator(path, nf=8, num_up=2)
-    with pytest.raises(ValueError, match="unexpected: ups.2"):
+    with pytest.raises(ValueError, match="unexpected keys: ups.2"):
         torch.save({**generator.state_dict(), "ups.2.conv_0.weight": torch.zeros(1)}, path)
         load_spade_generator(path, nf=4, num_up=2)

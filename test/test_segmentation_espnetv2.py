@@ -103,14 +103,14 @@ def test_missing_and_unexpected_keys_are_refused_by_name(tmp_path, shared_data):
     with pytest.raises(ValueError) as error:
         load_espnetv2(path)
     message = str(error.value)
-    assert "1 missing: bu_dec_l4.merge_layer.3.bias" in message
-    assert "1 unexpected: extra.head.weight" in message
+    assert "1 missing keys: bu_dec_l4.merge_layer.3.bias" in message
+    assert "1 unexpected keys: extra.head.weight" in message
     assert str(path) in message
 
 
 def test_wrong_width_is_refused_with_shapes(tmp_path, shared_data):
     path = _tiny_file(tmp_path, shared_data, lambda state: None)
-    with pytest.raises(ValueError, match=r"shape mismatch .*base_net\.level1\.conv\.weight \(16, 3, 3, 3\) vs \(32, 3, 3, 3\)"):
+    with pytest.raises(ValueError, match=r"shape mismatches: .*base_net\.level1\.conv\.weight: file \(16, 3, 3, 3\) vs model \(32, 3, 3, 3\)"):
         load_espnetv2(path, s=1.0)
 
 

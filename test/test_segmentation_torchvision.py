@@ -27,5 +27,5 @@ def test_no_embedded_weights_and_mismatch_refused(tmp_path):
     path = tmp_path / "lraspp.pth"
     torch.save(TorchvisionSegmentation("lraspp_mobilenet_v3_large").net.state_dict(), path)
     # same MobileNetV3 backbone, different head: the head's keys are listed on both sides
-    with pytest.raises(ValueError, match=r"44 missing: net\.classifier\.0\.convs.*11 unexpected: net\.classifier\.cbr"):
+    with pytest.raises(ValueError, match=r"44 missing keys: net\.classifier\.0\.convs.*11 unexpected keys: net\.classifier\.cbr"):
         load_segmentation("deeplabv3_mobilenet_v3_large", path)

@@ -11,6 +11,7 @@ import torch
 
 from mgcda_core.model.checkpoint import load_model, read_checkpoint
 from mgcda_core.model.dissimilarity import DissimNetPrior
+from mgcda_core.model.encoder_weights import EncoderWeights
 from mgcda_core.model.shipped import MAX_SHIPPED_BYTES, SHIPPED_DISSIMILARITY, SHIPPED_SCORE, write_shipped
 from mgcda_core.pipeline.detector import Detector, build_graph
 from mgcda_core.utils.images import read_rgb
@@ -32,7 +33,7 @@ def test_shipped_file_is_float16_real_time_network_and_loads_strictly() -> None:
                                   "first_level": 1, "freeze_encoder": True}
     assert all(torch.isfinite(p).all() for p in model.parameters())
     # the frozen encoder's weights are still ImageNet's (float16-rounded); see the model card for its statistics
-    imagenet = dict(DissimNetPrior(**model.architecture, pretrained=True).encoder.named_parameters())
+    imagenet = dict(DissimNetPrior(**model.architecture, weights=EncoderWeights.EFFICIENTNET_LITE0_IMAGENET).encoder.named_parameters())
     for key, value in model.encoder.named_parameters():
         torch.testing.assert_close(value, imagenet[key].half().float(), rtol=0, atol=0)
 
@@ -53,7 +54,7 @@ def test_shipped_graph_exports_with_the_baseline_parameter_count_and_agrees(tmp_
 
     graph = build_graph(SHIPPED_SCORE)
     network = load_model(SHIPPED_DISSIMILARITY)
-    imagenet = DissimNetPrior(**network.architecture, pretrained=True).encoder.state_dict()
+    imagenet = DissimNetPrior(**network.architecture, weights=EncoderWeights.EFFICIENTNET_LITE0_IMAGENET).encoder.state_dict()
     same_statistics = all(torch.equal(v, imagenet[k].half().float()) for k, v in network.encoder.state_dict().items()
                           if v.is_floating_point())
     # the backbone runs once for the perceptual difference and the encoder exactly when they compute the same

@@ -13,12 +13,12 @@ from test_training_data import write_layout
 
 from mgcda_core.losses.mdat import tau_at
 from mgcda_core.study.config import ROW_NAMES, StudyConfig, StudyData, StudyEvaluation, load_study_config
-from mgcda_core.study.curves import adversarial_summary, plot_training_curves, read_scalars
 from mgcda_core.study.data import StudyDataPaths, StudyError, split_target
 from mgcda_core.study.runner import RunSpec, evaluate_sets, preset_path, run_one, train_overrides, train_run
-from mgcda_core.training.checkpoint import latest_path
+from mgcda_core.study.training_curves import adversarial_summary, plot_training_curves, read_scalars
 from mgcda_core.training.config import load_train_config
 from mgcda_core.training.logging import TENSORBOARD_DIR
+from mgcda_core.training.run_checkpoints import latest_path
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ("model.encoder=vgg16", "model.width=0.125", "model.pretrained=false", "mdat.do_base_channels=4",

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from test_training_data import write_layout
 
-from mgcda_core.training.checkpoint import latest_path, load_training_checkpoint
+from mgcda_core.training.run_checkpoints import latest_path, load_training_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")

@@ -17,9 +17,9 @@ from test_training_data import write_layout
 from mgcda_core.config_loader import ConfigError
 from mgcda_core.model.checkpoint import load_model
 from mgcda_core.model.dissimilarity import DissimNetPrior
-from mgcda_core.training.checkpoint import CheckpointError, latest_path, load_training_checkpoint
 from mgcda_core.training.config import load_train_config
 from mgcda_core.training.distributed import DistContext
+from mgcda_core.training.run_checkpoints import CheckpointError, latest_path, load_training_checkpoint
 from mgcda_core.training.step import NonFiniteLossError, TrainStep
 from mgcda_core.training.trainer import Trainer
 from mgcda_core.utils.flops import count_parameters

@@ -15,7 +15,7 @@ from sklearn.metrics import average_precision_score
 from mgcda_core.data.layout import LAYOUT_FOLDERS, LayoutDataset
 from mgcda_core.model.dissimilarity import DissimNetPrior
 from mgcda_core.pipeline import scores
-from mgcda_core.training.checkpoint import save_training_checkpoint
+from mgcda_core.training.run_checkpoints import save_training_checkpoint
 from mgcda_core.validate import choose, run_checkpoints, validate_run
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")

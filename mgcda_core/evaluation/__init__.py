@@ -7,7 +7,7 @@ Light imports only here; plots and gallery (matplotlib) are imported from their 
 from mgcda_core.evaluation.accumulator import PROTOCOLS, MetricAccumulator, frame_metrics, validate_pair
 from mgcda_core.evaluation.components import ComponentAccumulator
 from mgcda_core.evaluation.curves import Curve, MetricInputError
-from mgcda_core.evaluation.report import write_metrics
+from mgcda_core.evaluation.metrics_file import write_metrics
 
 __all__ = [
     "PROTOCOLS",

@@ -51,7 +51,7 @@ def parameter_report(model: onnx.ModelProto, graph: torch.nn.Module) -> dict[str
     if dissimilarity is not None and "dissimilarity" in exported:
         from mgcda_core.model.dissimilarity import DissimNetPrior
 
-        baseline = count_parameters(DissimNetPrior(**dissimilarity.architecture, pretrained=False))
+        baseline = count_parameters(DissimNetPrior(**dissimilarity.architecture))
         shared = count_parameters(dissimilarity.encoder) if getattr(graph, "share_features", False) else 0
         report["baseline_dissimnet_parameters"] = baseline
         report["shared_encoder_parameters"] = shared

@@ -111,6 +111,73 @@ def _split_quota(avail_first: Tensor, avail_second: Tensor, want_first: int, wan
     return take_first, take_second
 
 
+class _Quotas(NamedTuple):
+    """How many pixels each image gives from each pool (B-vectors), short pools filled from their partners."""
+
+    anchors_hard: Tensor
+    anchors_easy: Tensor
+    positives: Tensor
+    negatives_hard: Tensor
+    negatives_easy: Tensor
+
+
+def _pools(labels: Tensor, prediction: Tensor, mode: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Masks (B x H*W) of the hard anomaly, easy anomaly, hard normal and easy normal pixels; *hard* = wrongly
+    predicted (``cacl``), while random sampling (``pcl``, ``cpcl``) puts every pixel in its class's easy pool."""
+    anomaly, normal = labels == 1, labels == 0
+    if mode == "cacl":
+        hard = prediction.long() != labels.long()
+    else:
+        hard = torch.zeros_like(anomaly)
+    return anomaly & hard, anomaly & ~hard, normal & hard, normal & ~hard
+
+
+def _quotas(pools: tuple[Tensor, Tensor, Tensor, Tensor], n_anchor: int) -> _Quotas:
+    """Per image: anchors ceil(N_a/2) hard + floor(N_a/2) easy anomalies, positives up to 2·N_a of the easy
+    anomalies left after the anchors, negatives 2·N_a hard + 6·N_a easy normals (module docstring)."""
+    hard_anomaly, easy_anomaly, hard_normal, easy_normal = (pool.sum(dim=1) for pool in pools)
+    anchors_hard, anchors_easy = _split_quota(hard_anomaly, easy_anomaly, (n_anchor + 1) // 2, n_anchor // 2)
+    positives = (easy_anomaly - anchors_easy).clamp(max=POSITIVE_FACTOR * n_anchor)
+    negatives_hard, negatives_easy = _split_quota(
+        hard_normal, easy_normal, _HARD_NEGATIVE_FACTOR * n_anchor, _EASY_NEGATIVE_FACTOR * n_anchor
+    )
+    return _Quotas(anchors_hard, anchors_easy, positives, negatives_hard, negatives_easy)
+
+
+def _random_ranks(
+    pools: tuple[Tensor, Tensor, Tensor, Tensor], n_anchor: int, generator: torch.Generator | None
+) -> list[tuple[Tensor, Tensor]]:
+    """Per pool: flat indices of up to as many members per image as any quota can ask, in random order, and
+    their ranks 0, 1, ... (B x k each).
+
+    A uniform random subset of size q of a pool = its q members with the largest iid noise. Non-members get
+    key -1, below every member, and quotas never exceed the pool size, so only members are ever taken. One noise
+    draw serves the four pools.
+    """
+    batch, pixels = pools[0].shape
+    device = pools[0].device
+    noise_device = generator.device if generator is not None else device
+    noise = torch.rand((batch, pixels), generator=generator, dtype=torch.float64, device=noise_device).to(device)
+    row_offset = (torch.arange(batch, device=device) * pixels)[:, None]
+    largest_negative_pool = (_HARD_NEGATIVE_FACTOR + _EASY_NEGATIVE_FACTOR) * n_anchor  # after filling
+    most = (n_anchor, n_anchor + POSITIVE_FACTOR * n_anchor, largest_negative_pool, largest_negative_pool)
+    ranked = []
+    for pool, k in zip(pools, most):
+        top = torch.topk(noise.masked_fill(~pool, -1.0), min(k, pixels), dim=1).indices
+        ranked.append((top + row_offset, torch.arange(top.shape[1], device=device)[None, :]))
+    return ranked
+
+
+def _per_domain(chosen: tuple[tuple[Tensor, Tensor], ...], domain: Tensor) -> list[Tensor]:
+    """The chosen flat indices (``index[mask]`` of every pair) of each domain's images, sorted, one per domain."""
+    out = []
+    for d in range(len(DOMAIN_NAMES)):
+        in_domain = (domain == d)[:, None]
+        picked = torch.cat([index[mask & in_domain] for index, mask in chosen])
+        out.append(torch.sort(picked).values)
+    return out
+
+
 def sample_pixels(
     labels: Tensor,
     prediction: Tensor,
@@ -133,77 +200,37 @@ def sample_pixels(
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     domain = _check_inputs(labels, prediction, domain)
     batch, height, width = labels.shape
-    pixels = height * width
-    device = labels.device
 
-    labels = labels.reshape(batch, pixels)
-    anomaly, normal = labels == 1, labels == 0
-    if mode == "cacl":
-        hard = prediction.reshape(batch, pixels).long() != labels.long()
-    else:  # random sampling: every pixel lands in the "easy" pool of its class
-        hard = torch.zeros_like(anomaly)
-    pools = (anomaly & hard, anomaly & ~hard, normal & hard, normal & ~hard)
-    hard_anomaly, easy_anomaly, hard_normal, easy_normal = (pool.sum(dim=1) for pool in pools)
-
-    # Quotas per image (B-vectors).
-    anchors_hard, anchors_easy = _split_quota(hard_anomaly, easy_anomaly, (n_anchor + 1) // 2, n_anchor // 2)
-    positives = (easy_anomaly - anchors_easy).clamp(max=POSITIVE_FACTOR * n_anchor)
-    negatives_hard, negatives_easy = _split_quota(
-        hard_normal, easy_normal, _HARD_NEGATIVE_FACTOR * n_anchor, _EASY_NEGATIVE_FACTOR * n_anchor
-    )
-
-    # A uniform random subset of size q of a pool = its q members with the largest iid noise. Non-members get
-    # key -1, below every member, and quotas never exceed the pool size, so only members are ever taken.
-    noise_device = generator.device if generator is not None else device
-    noise = torch.rand((batch, pixels), generator=generator, dtype=torch.float64, device=noise_device).to(device)
-    row_offset = (torch.arange(batch, device=device) * pixels)[:, None]
-
-    def ranked(pool: Tensor, most: int) -> tuple[Tensor, Tensor]:
-        """Flat indices of up to ``most`` pool members per image in random order, and their ranks 0, 1, ..."""
-        top = torch.topk(noise.masked_fill(~pool, -1.0), min(most, pixels), dim=1).indices
-        return top + row_offset, torch.arange(top.shape[1], device=device)[None, :]
-
-    largest_negative_pool = (_HARD_NEGATIVE_FACTOR + _EASY_NEGATIVE_FACTOR) * n_anchor  # after filling
-    hard_anomaly_index, hard_anomaly_rank = ranked(pools[0], n_anchor)
-    easy_anomaly_index, easy_anomaly_rank = ranked(pools[1], n_anchor + POSITIVE_FACTOR * n_anchor)
-    hard_normal_index, hard_normal_rank = ranked(pools[2], largest_negative_pool)
-    easy_normal_index, easy_normal_rank = ranked(pools[3], largest_negative_pool)
+    pools = _pools(labels.reshape(batch, height * width), prediction.reshape(batch, height * width), mode)
+    quota = _quotas(pools, n_anchor)
+    (hard_anomaly_index, hard_anomaly_rank), (easy_anomaly_index, easy_anomaly_rank), \
+        (hard_normal_index, hard_normal_rank), (easy_normal_index, easy_normal_rank) = \
+        _random_ranks(pools, n_anchor, generator)
     # Anchors take the first ranks of the anomaly pools, positives the next ranks of the easy one (disjoint).
     chosen_anchors = (
-        (hard_anomaly_index, hard_anomaly_rank < anchors_hard[:, None]),
-        (easy_anomaly_index, easy_anomaly_rank < anchors_easy[:, None]),
+        (hard_anomaly_index, hard_anomaly_rank < quota.anchors_hard[:, None]),
+        (easy_anomaly_index, easy_anomaly_rank < quota.anchors_easy[:, None]),
     )
-    chosen_positives = (
-        easy_anomaly_index,
-        (easy_anomaly_rank >= anchors_easy[:, None]) & (easy_anomaly_rank < (anchors_easy + positives)[:, None]),
+    positive_mask = (easy_anomaly_rank >= quota.anchors_easy[:, None]) & (
+        easy_anomaly_rank < (quota.anchors_easy + quota.positives)[:, None]
     )
     chosen_negatives = (
-        (hard_normal_index, hard_normal_rank < negatives_hard[:, None]),
-        (easy_normal_index, easy_normal_rank < negatives_easy[:, None]),
+        (hard_normal_index, hard_normal_rank < quota.negatives_hard[:, None]),
+        (easy_normal_index, easy_normal_rank < quota.negatives_easy[:, None]),
     )
 
-    def per_domain(chosen: tuple[tuple[Tensor, Tensor], ...]) -> list[Tensor]:
-        out = []
-        for d in range(len(DOMAIN_NAMES)):
-            in_domain = (domain == d)[:, None]
-            picked = torch.cat([index[mask & in_domain] for index, mask in chosen])
-            out.append(torch.sort(picked).values)
-        return out
-
-    positive_index, positive_mask = chosen_positives
-    positive_flat, positive_order = torch.sort(positive_index[positive_mask])
+    positive_flat, positive_order = torch.sort(easy_anomaly_index[positive_mask])
     positive_domains = None
     if mode == "pcl":
         positive_domains = domain[:, None].expand_as(positive_mask)[positive_mask][positive_order]
 
-    taken = torch.stack([anchors_hard, anchors_easy, positives, negatives_hard, negatives_easy], dim=1)
     return PixelSample(
-        anchors=per_domain(chosen_anchors),
+        anchors=_per_domain(chosen_anchors, domain),
         positives=positive_flat,
-        negatives=per_domain(chosen_negatives),
+        negatives=_per_domain(chosen_negatives, domain),
         positive_domains=positive_domains,
         shape=(batch, height, width),
-        counts=_count_table(taken, domain, n_anchor),
+        counts=_count_table(torch.stack(list(quota), dim=1), domain, n_anchor),
     )
 
 

@@ -17,7 +17,7 @@ from mgcda_core.constants import MAX_MODEL_WIDTH
 from mgcda_core.errors import ModelError, shorten
 from mgcda_core.model.dissimilarity import MAX_FIRST_LEVEL, DissimNetPrior
 from mgcda_core.model.encoders import ENCODERS
-from mgcda_core.model.weights_file import check_finite, load_weights_only
+from mgcda_core.model.weights_file import check_finite, load_exact, load_weights_only
 from mgcda_core.utils.atomic import atomic_write_with
 
 FORMAT = "mgcda"
@@ -26,7 +26,6 @@ RESERVED_KEYS = ("format", "version", "architecture", "model")
 ARCHITECTURE_KEYS = ("encoder", "width", "num_classes", "use_prior", "use_correlation")
 # Keys added later, with the value that reproduces a checkpoint written before them.
 OPTIONAL_ARCHITECTURE_KEYS = {"decoder_width": None, "first_level": 0, "freeze_encoder": False}
-_LISTED = 5  # how many differing keys an error message names
 # Bounds of the architecture fields, checked before a network is built (see MAX_MODEL_WIDTH).
 MAX_WIDTH = MAX_MODEL_WIDTH
 MAX_NUM_CLASSES = 1000
@@ -93,23 +92,6 @@ def check_architecture(architecture: dict[str, Any], source: str) -> None:
             refuse(key, "true or false")
 
 
-def _shape(value: Any) -> tuple[int, ...] | str:
-    return tuple(value.shape) if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
-
-
-def _state_dict_differences(expected: dict[str, torch.Tensor], found: dict[str, Any]) -> list[str]:
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    shapes = [f"{k}: checkpoint {_shape(found[k])} vs model {tuple(v.shape)}"
-              for k, v in expected.items() if k in found and _shape(found[k]) != tuple(v.shape)]
-    problems = []
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-        if items:
-            more = f" (+{len(items) - _LISTED} more)" if len(items) > _LISTED else ""
-            problems.append(f"{len(items)} {label}: {', '.join(items[:_LISTED])}{more}")
-    return problems
-
-
 def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
                architecture: dict[str, Any] | None = None) -> DissimNetPrior:
     """Rebuild the saved ``DissimNetPrior`` (never downloads weights) and load its state dict strictly.
@@ -124,11 +106,8 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
         if diffs:
             raise ModelError(f"{path} holds another architecture: {'; '.join(diffs)}")
     try:
-        model = DissimNetPrior(**saved, pretrained=False)
+        model = DissimNetPrior(**saved)
     except ValueError as error:  # e.g. a width too small for the encoder
         raise ModelError(f"{path}: architecture {saved} cannot be built: {error}") from None
-    problems = _state_dict_differences(model.state_dict(), payload["model"])
-    if problems:
-        raise ModelError(f"{path}: weights do not fit architecture {saved}: {'; '.join(problems)}")
-    model.load_state_dict(payload["model"], strict=True)
+    load_exact(model, payload["model"], str(path), f"architecture {saved}")
     return model.to(map_location)

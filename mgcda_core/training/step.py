@@ -24,13 +24,16 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from mgcda_core.config_loader import ConfigError
+from mgcda_core.errors import WeightsUnavailableError
 from mgcda_core.losses.cacl import DOMAIN_NAMES, contrastive_loss, gather_sampled, sample_pixels
 from mgcda_core.losses.mdat import classifier_accuracy, classifier_loss, generator_adversarial_loss, tau_at
 from mgcda_core.losses.segmentation import weighted_cross_entropy
 from mgcda_core.model.dissimilarity import DissimNetPrior
 from mgcda_core.model.domain_classifiers import FeatureDomainClassifier, OutputDomainClassifier
+from mgcda_core.model.encoder_weights import EncoderWeights
+from mgcda_core.model.encoders import ENCODERS
 from mgcda_core.model.projector import ContrastProjector
-from mgcda_core.training.config import TrainConfig
+from mgcda_core.training.config import ModelConfig, TrainConfig
 from mgcda_core.training.diagnostics import AnchorShortfallMonitor
 from mgcda_core.training.distributed import DistContext, all_reduce_gradients, all_reduce_mean
 
@@ -54,16 +57,23 @@ def build_model(config: TrainConfig) -> DissimNetPrior:
     """The dissimilarity network of ``config.model``; a refused setting is reported as a config error."""
     m = config.model
     try:
-        return DissimNetPrior(encoder=m.encoder, width=m.width, pretrained=m.pretrained,
+        return DissimNetPrior(encoder=m.encoder, width=m.width, weights=encoder_weights(config.model),
                               use_prior=m.use_prior, use_correlation=m.use_correlation,
                               decoder_width=m.decoder_width, first_level=m.first_level,
                               freeze_encoder=m.freeze_encoder)
     except ValueError as error:  # unknown encoder, width too small
         raise ConfigError(f"model: {error}") from error
-    except RuntimeError as error:
-        if not m.pretrained:
-            raise
-        raise ConfigError(f"model.pretrained: {error}") from error  # the weights could not be loaded
+    except WeightsUnavailableError as error:  # the named weights could not be loaded
+        raise ConfigError(f"model.pretrained: {error}") from error
+
+
+def encoder_weights(model: ModelConfig) -> EncoderWeights | None:
+    """The named weights ``model.pretrained: true`` selects: the encoder's default ImageNet entry
+    (``EncoderWeights.default_for``); ``None`` (random initialisation) when false or for an encoder the network
+    will refuse by name."""
+    if not model.pretrained or model.encoder not in ENCODERS:
+        return None
+    return EncoderWeights.default_for(model.encoder)
 
 
 def use_amp(config: TrainConfig, device: torch.device) -> bool:

@@ -21,7 +21,7 @@ from mgcda_core.config_loader import config_differences, to_dict
 from mgcda_core.data.layout import LABEL_FOLDER, DomainBatchSampler, LayoutDataset, MultiDomainDataset
 from mgcda_core.errors import ConfigError
 from mgcda_core.losses.segmentation import enet_class_weights, label_folder_pixel_counts
-from mgcda_core.training import checkpoint as ckpt
+from mgcda_core.training import run_checkpoints as ckpt
 from mgcda_core.training.config import TrainConfig
 from mgcda_core.training.distributed import DistContext, barrier, broadcast_object, init_distributed, shutdown
 from mgcda_core.training.logging import ScalarLogger

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mgcda_core.model.segmentation.base import SegmentationNet, load_exact, read_state_dict
+from mgcda_core.model.segmentation.base import SegmentationNet, read_state_dict
 from mgcda_core.model.segmentation.espnetv2 import ESPNetv2, load_espnetv2
 from mgcda_core.model.segmentation.torchvision_heads import BUILDERS as TORCHVISION_MODELS
 from mgcda_core.model.segmentation.torchvision_heads import TorchvisionSegmentation, load_torchvision
+from mgcda_core.model.weights_file import load_exact
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 DEFAULT_WEIGHTS = ASSETS / "espnetv2_s_2.0_city_1024x512.pth"

@@ -1,4 +1,5 @@
-"""The segmentation plug-in interface and strict weight loading shared by every plug-in."""
+"""The segmentation plug-in interface and the state-dict reader shared by every plug-in (strict loading:
+``mgcda_core.model.weights_file.load_exact``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch import nn
 
 from mgcda_core.constants import IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES
 from mgcda_core.errors import ModelError
-from mgcda_core.model.weights_file import check_finite, load_weights_only
+from mgcda_core.model.weights_file import load_exact, load_weights_only
 
 
 class SegmentationNet(nn.Module):
@@ -63,23 +64,4 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def load_exact(module: nn.Module, state: Mapping[str, torch.Tensor], source: str, shown: int = 5) -> None:
-    """Load ``state`` into ``module`` requiring exactly the same keys and shapes.
-
-    Raises ModelError naming ``source`` and listing the first ``shown`` missing, unexpected and
-    shape-mismatched keys, so a wrong width or architecture is refused instead of partly loaded.
-    """
-    expected = module.state_dict()
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    mismatched = [f"{key} {tuple(state[key].shape)} vs {tuple(value.shape)}" for key, value in expected.items()
-                  if key in state and state[key].shape != value.shape]
-    if missing or unexpected or mismatched:
-        parts = []
-        for name, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch (file vs model)", mismatched)):
-            if keys:
-                more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
-                parts.append(f"{len(keys)} {name}: {', '.join(keys[:shown])}{more}")
-        raise ModelError(f"{source}: weights do not match {type(module).__name__}: " + "; ".join(parts))
-    check_finite(state, source)
-    module.load_state_dict(state, strict=True)
+__all__ = ["SegmentationNet", "load_exact", "read_state_dict"]

@@ -31,7 +31,8 @@ from torch.nn import functional as F
 
 from mgcda_core.constants import NUM_CLASSES
 from mgcda_core.errors import ModelError
-from mgcda_core.model.segmentation.base import SegmentationNet, load_exact, read_state_dict
+from mgcda_core.model.segmentation.base import SegmentationNet, read_state_dict
+from mgcda_core.model.weights_file import load_exact
 
 # Channels at levels 1-4 per width s (EdgeNets' ESPNetv2 configuration, levels 5+ unused by segmentation).
 LEVEL_CHANNELS = {0.5: (16, 32, 64, 128), 1.0: (32, 64, 128, 256), 1.5: (32, 96, 192, 384), 2.0: (32, 128, 256, 512)}

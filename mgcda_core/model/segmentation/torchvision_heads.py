@@ -14,7 +14,8 @@ from torch import nn
 from torchvision.models import segmentation as tv_segmentation
 
 from mgcda_core.constants import NUM_CLASSES
-from mgcda_core.model.segmentation.base import SegmentationNet, load_exact, read_state_dict
+from mgcda_core.model.segmentation.base import SegmentationNet, read_state_dict
+from mgcda_core.model.weights_file import load_exact
 
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "deeplabv3_mobilenet_v3_large": tv_segmentation.deeplabv3_mobilenet_v3_large,
