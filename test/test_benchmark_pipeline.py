@@ -1,0 +1,26 @@
+"""The pipeline benchmark's end-to-end row: a real export run by ONNX Runtime, timed from camera frame to score."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mgcda_core.benchmark.pipeline import end_to_end_row
+from mgcda_core.pipeline.detector import build_graph, to_network_input
+from mgcda_core.utils.flops import call_flops
+
+
+def test_end_to_end_row_times_the_exported_graph_and_reports_its_work() -> None:
+    size = (64, 128)
+    frame = np.random.default_rng(0).integers(0, 256, (96, 160, 3), dtype=np.uint8)
+    image = torch.from_numpy(to_network_input(frame, size))
+    graph = build_graph("max_logit").eval()
+    rows: list[dict] = []
+    with torch.inference_mode():
+        end_to_end_row(rows, "end to end, max logit", graph, frame, image, size, repeats=2)
+    (row,) = rows
+    assert row["backend"] == "onnxruntime" and row["size"] == "64x128"
+    assert row["ms"] > 0
+    assert row["stage"] == f"end to end, max logit, {1000.0 / row['ms']:.1f} frames/s"
+    with torch.inference_mode():
+        assert row["GFLOP"] == call_flops(lambda: graph(image)) / 1e9 > 0
