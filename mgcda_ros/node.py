@@ -476,7 +476,10 @@ def main(args: list[str] | None = None) -> int:
         node.detection.configure()
         node.detection.activate()
         node.get_logger().info(f"transport: {profile.reason}")  # after start-up: a failed start stays one line
-        spinner.join()
+        # Timed joins: a signal can be delivered to any thread (Fast DDS's own threads do not block SIGINT), and
+        # then an untimed join never wakes to run the handler; a timed wait rechecks every half second.
+        while spinner.is_alive():
+            spinner.join(timeout=0.5)
     except (ParameterError, ModelLoadError) as err:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")
         return 2

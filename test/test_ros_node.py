@@ -9,7 +9,9 @@ default sensor-data QoS may lose messages in transport, which the node can neith
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -36,6 +38,7 @@ ASSET = Path(__file__).resolve().parents[1] / "mgcda_ros" / "assets" / "road_ano
 COMMON = {"input_width": 128, "input_height": 64, "score": "msp", "threshold": 0.3, "qos_reliability": "reliable",
           "qos_depth": 1000, "max_age_ms": 5000.0, "warn_throttle_s": 2.0}
 SIM_T0 = 1000.0  # /clock starts here: far from wall time, so a node ignoring use_sim_time drops every frame
+SYS_TGKILL = {"x86_64": 234, "aarch64": 131}.get(os.uname().machine)  # tgkill(tgid, tid, sig)
 START_TIMEOUT = 600.0  # loading the model took minutes on a busy 2-core machine
 ANSWER_TIMEOUT = 60.0
 
@@ -328,3 +331,37 @@ def test_node_process_env_adds_variables_but_keeps_discovery_on_loopback(tmp_pat
     assert process.wait_exit(30) == 0
     process.stop()
     assert process.output().split() == ["asked", "LOCALHOST", "42"]
+
+
+def _threads_taking_sigint(pid: int) -> list[int]:
+    """Thread ids of ``pid`` other than its main thread that do not block SIGINT (so a signal sent there lands)."""
+    taking = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        tid = int(task.name)
+        blocked = next(int(line.split()[1], 16) for line in (task / "status").read_text().splitlines()
+                       if line.startswith("SigBlk:"))
+        if tid != pid and not blocked & (1 << (signal.SIGINT - 1)):
+            taking.append(tid)
+    return taking
+
+
+@pytest.mark.skipif(SYS_TGKILL is None, reason=f"tgkill's syscall number is not known here ({os.uname().machine})")
+def test_ctrl_c_delivered_to_a_middleware_thread_still_stops_the_node(tmp_path: Path) -> None:
+    # The kernel may hand a process's SIGINT to any thread that does not block it, e.g. one of Fast DDS's; the
+    # node must still shut down cleanly (an untimed join in the main thread never woke up to run the handler).
+    domain = domain_id(9)
+    peer = Peer("sigint_watch", domain)
+    proc = NodeProcess(COMMON, domain, tmp_path)
+    try:
+        wait_until(lambda: peer.node.count_publishers("/anomaly_mask") > 0 or not proc.alive(), START_TIMEOUT,
+                   "the node's outputs")
+        assert proc.alive(), proc.output()
+        wait_until(lambda: "running" in proc.output(), START_TIMEOUT, "the node to report running")
+        (tid, *_) = _threads_taking_sigint(proc.process.pid)
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.syscall(SYS_TGKILL, proc.process.pid, tid, signal.SIGINT) == 0, ctypes.get_errno()
+        assert proc.wait_exit(timeout=60.0) == 0, proc.output()[-3000:]
+        assert "Traceback" not in proc.output()
+    finally:
+        peer.close()
+        proc.stop()
