@@ -465,6 +465,9 @@ def main(args: list[str] | None = None) -> int:
     # Ctrl-C and SIGTERM (launch's shutdown) raise KeyboardInterrupt in this thread, which loads the model while
     # another thread spins: rclpy's own handler would only invalidate the context under the loading code.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    # Both, explicitly: Python leaves SIGINT ignored when the parent ignored it (anything started with & from a
+    # script), and then neither Ctrl-C nor launch's SIGINT would stop the node.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     node = None
     executor = SingleThreadedExecutor()

@@ -349,9 +349,16 @@ def _threads_taking_sigint(pid: int) -> list[int]:
 def test_ctrl_c_delivered_to_a_middleware_thread_still_stops_the_node(tmp_path: Path) -> None:
     # The kernel may hand a process's SIGINT to any thread that does not block it, e.g. one of Fast DDS's; the
     # node must still shut down cleanly (an untimed join in the main thread never woke up to run the handler).
+    # Started with SIGINT ignored, as a script's `&` leaves it: the node still takes Ctrl-C.
     domain = domain_id(9)
     peer = Peer("sigint_watch", domain)
-    proc = NodeProcess(COMMON, domain, tmp_path)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the child
+    try:
+        proc = NodeProcess(COMMON, domain, tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    status = Path(f"/proc/{proc.process.pid}/status").read_text()
+    assert int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), 16) & 2
     try:
         wait_until(lambda: peer.node.count_publishers("/anomaly_mask") > 0 or not proc.alive(), START_TIMEOUT,
                    "the node's outputs")
