@@ -91,3 +91,31 @@ def test_wrong_architecture_is_refused_naming_the_difference(tmp_path: Path) -> 
     _rewrite(path, version=2)
     with pytest.raises(ValueError, match="checkpoint version 2, this code reads 1"):
         load_model(path)
+
+
+def test_a_frozen_encoder_stored_in_float16_loads_as_the_float32_imagenet_original(tmp_path: Path) -> None:
+    from mgcda_core.model.encoder_weights import EncoderWeights
+    from mgcda_core.model.shipped import write_shipped
+
+    arch = {"encoder": "efficientnet_lite0", "decoder_width": 0.125, "first_level": 1, "freeze_encoder": True}
+    torch.manual_seed(0)
+    model = DissimNetPrior(**arch, weights=EncoderWeights.EFFICIENTNET_LITE0_IMAGENET)
+    save_model(tmp_path / "trained.pt", model)
+    write_shipped(tmp_path / "trained.pt", tmp_path / "half.pt")
+    imagenet = model.encoder.state_dict()
+    assert any(not torch.equal(v.half().float(), v) for v in imagenet.values() if v.is_floating_point())
+    loaded = load_model(tmp_path / "half.pt")
+    assert all(torch.equal(loaded.encoder.state_dict()[k], v) for k, v in imagenet.items())
+    # the decoder keeps its float16 rounding: only the encoder has an original to go back to
+    decoder = dict(loaded.named_parameters())["fuse.0.weight"]
+    assert torch.equal(decoder, model.fuse[0].weight.detach().half().float())
+
+    # an encoder that is not exactly rounded ImageNet (e.g. statistics that moved) is left as stored
+    moved = DissimNetPrior(**arch, weights=EncoderWeights.EFFICIENTNET_LITE0_IMAGENET)
+    bn = next(m for m in moved.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_mean += 0.5
+    save_model(tmp_path / "moved.pt", moved)
+    write_shipped(tmp_path / "moved.pt", tmp_path / "moved_half.pt")
+    kept = load_model(tmp_path / "moved_half.pt")
+    assert all(torch.equal(kept.encoder.state_dict()[k], v.half().float() if v.is_floating_point() else v)
+               for k, v in moved.encoder.state_dict().items())

@@ -37,6 +37,10 @@ def parameter_report(model: onnx.ModelProto, graph: torch.nn.Module) -> dict[str
     dissimilarity parameters differ from the baseline's.
     """
     parameters = dict(graph.named_parameters())
+    if getattr(graph, "share_features", False):
+        # a shared encoder runs as the extractor; its values are in the ONNX only as the extractor's (identical)
+        # initializers, which must not count a second time as the dissimilarity network's
+        parameters = {n: p for n, p in parameters.items() if not n.startswith("dissimilarity.encoder.")}
     values = {name: p.detach().cpu().numpy() for name, p in parameters.items()}
     exported: dict[str, int] = {}
     for name in parameter_initializers(model, values):

@@ -14,9 +14,10 @@ from typing import Any
 import torch
 
 from mgcda_core.constants import MAX_MODEL_WIDTH
-from mgcda_core.errors import ModelError, shorten
+from mgcda_core.errors import ModelError, WeightsUnavailableError, shorten
 from mgcda_core.model.dissimilarity import MAX_FIRST_LEVEL, DissimNetPrior
-from mgcda_core.model.encoders import ENCODERS
+from mgcda_core.model.encoder_weights import EncoderWeights
+from mgcda_core.model.encoders import ENCODERS, build_encoder
 from mgcda_core.model.weights_file import check_finite, load_exact, load_weights_only
 from mgcda_core.utils.atomic import atomic_write_with
 
@@ -110,4 +111,31 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
     except ValueError as error:  # e.g. a width too small for the encoder
         raise ModelError(f"{path}: architecture {saved} cannot be built: {error}") from None
     load_exact(model, payload["model"], str(path), f"architecture {saved}")
+    restore_frozen_encoder(model)
     return model.to(map_location)
+
+
+def restore_frozen_encoder(model: DissimNetPrior) -> bool:
+    """Give a frozen encoder stored in float16 its float32 ImageNet tensors back; True when it did.
+
+    A frozen encoder holds ImageNet's weights and statistics by construction, and the shipped file stores them
+    rounded to float16 for size. When every encoder tensor is exactly the float16 rounding of the same tensor of
+    the encoder's default ImageNet weights, the float32 originals are loaded: the network then computes what it
+    computed in training, and the inference graph can run the backbone once for it and the perceptual
+    difference. Anything else (a trained or other encoder, weights not installed) is left as stored.
+    """
+    if not model.freeze_encoder:
+        return False
+    architecture = model.architecture
+    try:
+        weights = EncoderWeights.default_for(architecture["encoder"])
+        reference = build_encoder(architecture["encoder"], architecture["width"], weights=weights).state_dict()
+    except (KeyError, ValueError, WeightsUnavailableError):
+        return False
+    stored = model.encoder.state_dict()
+    rounded = stored.keys() == reference.keys() and all(
+        torch.equal(value, reference[key].half().to(value.dtype)) if value.is_floating_point()
+        else torch.equal(value, reference[key]) for key, value in stored.items())
+    if rounded:
+        model.encoder.load_state_dict(reference)
+    return rounded
