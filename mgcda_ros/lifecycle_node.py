@@ -15,11 +15,11 @@ from typing import Any
 
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from mgcda_ros.model_loading import ModelLoadError
-from mgcda_ros.node import NODE_NAME, AnomalyDetection, declare_parameters, shut_down
+from mgcda_ros.node import NODE_NAME, AnomalyDetection, declare_parameters, serve
 from mgcda_ros.params import ParameterError
 from mgcda_ros.transport import apply_default_profile
 
@@ -67,21 +67,13 @@ def main(args: list[str] | None = None) -> int:
     """Console script ``anomaly_lifecycle_node``: exit status 0 on shutdown, 2 on invalid parameters."""
     profile = apply_default_profile()  # before rclpy.init, as in anomaly_node: the same Fast DDS profile
     rclpy.init(args=args)
-    node = None
     executor = MultiThreadedExecutor()
-    try:
-        node = ManagedAnomalyNode()
+
+    def run(node: ManagedAnomalyNode) -> None:
         node.get_logger().info(f"transport: {profile.reason}")
-        executor.add_node(node)
         executor.spin()
-    except ParameterError as err:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        shut_down(node, executor)
-    return 0
+
+    return serve(executor, ManagedAnomalyNode, run, (ParameterError,))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import rclpy
@@ -459,6 +459,28 @@ def shut_down(node: Any, executor: Executor) -> None:
     rclpy.try_shutdown()
 
 
+NodeT = TypeVar("NodeT", bound=Node)
+
+
+def serve(executor: Executor, build: Callable[[], NodeT], run: Callable[[NodeT], None],
+          fatal: tuple[type[Exception], ...]) -> int:
+    """Build a node, add it to ``executor`` and ``run`` it until shutdown; the exit status of either console
+    script: 0 on shutdown (Ctrl-C, SIGTERM, context shutdown), 2 with one fatal line for a ``fatal`` error."""
+    node = None
+    try:
+        node = build()
+        executor.add_node(node)
+        run(node)
+    except fatal as err:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        shut_down(node, executor)
+    return 0
+
+
 def main(args: list[str] | None = None) -> int:
     """Console script ``anomaly_node``: exit status 0 on shutdown, 2 on invalid parameters or an unusable model."""
     profile = apply_default_profile()  # before rclpy.init: Fast DDS reads the profile with the first participant
@@ -469,11 +491,9 @@ def main(args: list[str] | None = None) -> int:
     # script), and then neither Ctrl-C nor launch's SIGINT would stop the node.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    node = None
     executor = SingleThreadedExecutor()
-    try:
-        node = AnomalyNode()
-        executor.add_node(node)
+
+    def run(node: AnomalyNode) -> None:
         spinner = threading.Thread(target=_spin, args=(executor,), name="executor", daemon=True)
         spinner.start()
         node.detection.configure()
@@ -483,14 +503,8 @@ def main(args: list[str] | None = None) -> int:
         # then an untimed join never wakes to run the handler; a timed wait rechecks every half second.
         while spinner.is_alive():
             spinner.join(timeout=0.5)
-    except (ParameterError, ModelLoadError) as err:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        shut_down(node, executor)
-    return 0
+
+    return serve(executor, AnomalyNode, run, (ParameterError, ModelLoadError))
 
 
 if __name__ == "__main__":

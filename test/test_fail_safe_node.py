@@ -30,6 +30,7 @@ from onnx_graphs import score_graph, write_graph
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import CompressedImage, Image
+from start_failures import assert_refused_in_one_line
 
 from mgcda_core.utils.images import HARD_MAX_PIXELS
 from mgcda_ros.conversions import fields_to_array
@@ -264,13 +265,7 @@ def test_a_model_or_parameter_the_node_cannot_run_with_stops_start_up_in_one_lin
     }
     procs = {name: NodeProcess({**COMMON, **params}, domain_id(32 + i), tmp_path / name)
              for i, (name, (params, _)) in enumerate(cases.items())}
-    for name, proc in procs.items():  # started together: they import concurrently
-        code = proc.wait_exit(timeout=START_TIMEOUT)
-        output = proc.output()
-        proc.stop()
-        assert code == 2, output
-        assert "Traceback" not in output and output.strip().count("\n") == 0, output  # one line
-        assert f"cannot start: {cases[name][1]}" in output, output
+    assert_refused_in_one_line(procs, {name: case[1] for name, case in cases.items()}, START_TIMEOUT)
 
 
 def test_the_managed_node_fails_configure_for_a_graph_it_cannot_run(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image
+from start_failures import assert_refused_in_one_line
 from std_srvs.srv import SetBool
 
 from mgcda_core.utils.images import read_rgb
@@ -314,13 +315,7 @@ def test_missing_or_corrupt_model_file_or_bad_parameter_stops_start_up_with_one_
     procs = {name: NodeProcess({**COMMON, **params}, domain_id(1 + i), tmp_path / name,
                                **({"command": console_script} if installed else {}))
              for i, (name, (params, _, installed)) in enumerate(cases.items())}
-    for name, proc in procs.items():  # started together: they load torch concurrently
-        code = proc.wait_exit(timeout=START_TIMEOUT)
-        output = proc.output()
-        proc.stop()
-        assert code == 2, output
-        assert "Traceback" not in output and output.strip().count("\n") == 0, output  # one line
-        assert f"cannot start: {cases[name][1]}" in output, output
+    assert_refused_in_one_line(procs, {name: case[1] for name, case in cases.items()}, START_TIMEOUT)
 
 
 def test_node_process_env_adds_variables_but_keeps_discovery_on_loopback(tmp_path: Path) -> None:
