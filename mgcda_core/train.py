@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="continue from <checkpoint.out_dir>/checkpoints/latest.pt at its step")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over in a <checkpoint.out_dir> that holds checkpoints, deleting them")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar: one plain line every train.log_every steps instead")
     args = parser.parse_args(argv)
     if args.resume and args.overwrite:
         parser.error("--resume continues the run in checkpoint.out_dir, --overwrite replaces it: give one")

@@ -4,6 +4,7 @@ inference parameter count. Tiny networks (width 0.125) on 32x64 images."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -290,3 +291,13 @@ def test_mixed_precision_steps_on_cuda_reduce_loss(domains: tuple[Path, Path], t
     assert all(all(torch.isfinite(torch.tensor(list(r.losses.values())))) for r in results)
     assert results[-1].losses["ce"] < 0.8 * results[0].losses["ce"]
     assert all(p.dtype == torch.float32 for p in trainer.step_fn.model.parameters())  # fp16 only inside autocast
+
+
+def test_without_the_bar_a_plain_line_every_log_every_steps(domains: tuple[Path, Path], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    config = tiny_config(domains, tmp_path, "train.log_every=2", "train.stop_at_step=5")
+    Trainer(config, CPU, show_progress=False).fit()
+    lines = capsys.readouterr().out.splitlines()
+    steps = [line.split()[1] for line in lines if line.startswith("step ")]
+    assert steps == ["2/5", "4/5", "5/5"], lines
+    assert all(re.search(r"  \d+\.\d\d s/step  total=\S+ ce=\S+", line) for line in lines if line.startswith("step "))

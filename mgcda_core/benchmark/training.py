@@ -3,13 +3,14 @@ MGCDA with the opt-in strided D_o (``mdat.do_stride: 2``).
 
 Each variant is the real ``TrainStep`` (forward, both backward passes, both optimiser steps) on one fixed
 in-memory batch of 4 V + 4 A images with anomaly rectangles; warm-up steps, then the median of N steps. Rows
-give ratios to the baseline (README's Benchmarks bar: full ≤ 1.25x) and the CACL share of the full step (bar ≤ 10%),
+give ratios to the baseline (README's Benchmarks bar: full ≤ 1.5x with the paper's D_o) and the CACL share of the full step (bar ≤ 10%),
 measured two ways: CACL's own work timed alone (sampling + projector + loss, forward and backward), and the
 difference full − MDAT.
 
-Setting: the paper's network (VGG16, width 1, D_o base 32) at 64x128 by default (a CPU step at 256x512 takes
-minutes; every module is fully convolutional, so the ratios hardly depend on the size); ``quick`` uses width 0.25
-with D_o base 8 (the same scaling). Random initialisation (nothing downloads).
+Setting: the paper's network (VGG16, width 1, D_o base 32) at 64x128 on a CPU (a CPU step at 256x512 takes
+minutes; every module is fully convolutional, so the ratios hardly depend on the size) and at the paper's training
+size 256x512 on CUDA; ``quick`` uses width 0.25 with D_o base 8 at 64x128 (the same scaling). Random
+initialisation (nothing downloads).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 
 from mgcda_core.constants import NUM_CLASSES
-from mgcda_core.losses.cacl import contrastive_loss, sample_pixels
+from mgcda_core.losses.cacl import contrastive_loss, gather_sampled, sample_pixels
 from mgcda_core.model.projector import ContrastProjector
 from mgcda_core.training.config import CaclConfig, DataConfig, MdatConfig, ModelConfig, TrainConfig, TrainLoopConfig
 from mgcda_core.training.distributed import DistContext, resolve_device
@@ -33,6 +34,7 @@ from mgcda_core.utils.flops import call_flops
 PER_DOMAIN = 4
 CACL_ALONE = "CACL sampling+loss alone"
 FULL = "MGCDA (MDAT+CACL)"
+FULL_STEP_BAR = 1.5  # full MGCDA step with the paper's per-pixel D_o, as a multiple of the baseline step
 VARIANTS = {
     "baseline": (MdatConfig(oda=False, fda=False), CaclConfig(mode="none")),
     "+MDAT": (MdatConfig(), CaclConfig(mode="none")),
@@ -87,9 +89,12 @@ def _config(width: float, size: tuple[int, int], do_base: int, mdat: MdatConfig,
 
 
 def run(quick: bool) -> list[dict]:
-    width, size, do_base = (0.25, (64, 128), 8) if quick else (1.0, (64, 128), 32)
-    warmup, repeats = (1, 2) if quick else (1, 3)
     device = resolve_device("auto")
+    if quick:
+        width, size, do_base = 0.25, (64, 128), 8
+    else:
+        width, size, do_base = 1.0, ((256, 512) if device.type == "cuda" else (64, 128)), 32
+    warmup, repeats = (1, 2) if quick else ((3, 10) if device.type == "cuda" else (1, 3))
     context = DistContext(rank=0, world_size=1, local_rank=0, device=device)
     batch = make_batch(size)
     setting = f"vgg16 w{width} {size[0]}x{size[1]} batch {PER_DOMAIN}+{PER_DOMAIN} {device.type}"
@@ -108,10 +113,12 @@ def run(quick: bool) -> list[dict]:
     domain = batch["domain"].to(device)
 
     def cacl_only() -> None:
-        # CACL's own work alone on decoder-shaped features: sampling, projector, eq. 3, backward.
+        # CACL's own work alone on decoder-shaped features, as the training step does it: sampling, the sampled
+        # pixels gathered, projector, eq. 3, backward.
         sample = sample_pixels(label, prediction, domain, mode="cacl", n_anchor=50,
                                generator=torch.Generator(device=device).manual_seed(0))
-        contrastive_loss(projector(features), sample, 0.1).backward()
+        sampled, compact = gather_sampled(features, sample)
+        contrastive_loss(projector(sampled), compact, 0.1).backward()
 
     fns: dict[str, Callable[[], object]] = {name: functools.partial(s, batch, 0) for name, s in steps.items()}
     flops = {name: call_flops(fn) for name, fn in fns.items()}
@@ -123,8 +130,8 @@ def run(quick: bool) -> list[dict]:
     rows: list[dict[str, Any]] = [{"setting": setting, "variant": name, "step_ms": 1000 * times[name], "x_baseline": times[name] / base,
              "GFLOP": flops[name] / 1e9, "x_baseline_flops": flops[name] / flops["baseline"]} for name in steps]
     for row in rows:
-        if row["variant"].startswith("MGCDA"):
-            row["bar"] = "<= 1.25x " + ("ok" if row["x_baseline"] <= 1.25 else "MISSED")
+        if row["variant"] == FULL:
+            row["bar"] = f"<= {FULL_STEP_BAR}x " + ("ok" if row["x_baseline"] <= FULL_STEP_BAR else "MISSED")
     share = times[CACL_ALONE] / full
     rows.append({"setting": setting, "variant": CACL_ALONE, "step_ms": 1000 * times[CACL_ALONE],
                  "GFLOP": flops[CACL_ALONE] / 1e9, "share_of_full_step": share,

@@ -9,6 +9,7 @@ step with the saved optimiser/scheduler/scaler/RNG states, and since data order 
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,6 +168,7 @@ class Trainer:
         spe = self.sampler.steps_per_epoch
         losses: dict[str, float] = {}
         path = str(ckpt.latest_path(self.out_dir))
+        line_time, line_step = time.perf_counter(), self.step
         try:
             for epoch in range(self.step // spe, self.config.train.epochs):
                 if self.step >= end:
@@ -181,6 +183,12 @@ class Trainer:
                     progress.update(1)
                     progress.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
                     at_end = self.step >= end
+                    if self.context.is_main and not self.show_progress and (self.step % cfg.log_every == 0 or at_end):
+                        # Without the bar (a background run's log file), one plain line per log_every steps.
+                        now = time.perf_counter()
+                        print(progress_line(self.step, end, (now - line_time) / (self.step - line_step), losses),
+                              flush=True)
+                        line_time, line_step = now, self.step
                     if at_end or self.step % self.config.checkpoint.every == 0:
                         path = self.save()
                     if at_end:
@@ -189,6 +197,12 @@ class Trainer:
             progress.close()
             logger.close()
         return TrainSummary(step=self.step, total_steps=self.total_steps, losses=losses, checkpoint=path)
+
+
+def progress_line(step: int, end: int, seconds_per_step: float, losses: dict[str, float]) -> str:
+    """One plain progress line: ``step 250/1670  4.12 s/step  total=1.2 ce=0.071``."""
+    terms = " ".join(f"{name}={value:.4g}" for name, value in losses.items())
+    return f"step {step}/{end}  {seconds_per_step:.2f} s/step  {terms}"
 
 
 def train(config: TrainConfig, resume: bool = False, show_progress: bool = True,
