@@ -39,6 +39,7 @@ from torch.overrides import TorchFunctionMode
 from tqdm import tqdm
 
 from mgcda_core.constants import DEFAULT_INPUT_SIZE
+from mgcda_core.export.cpu_rewrites import for_cpu
 from mgcda_core.export.onnx_checks import check_tensorrt_compatible, load_supported_ops, operator_counts
 from mgcda_core.graph_io import INPUT_NAME, check_io
 from mgcda_core.utils.atomic import atomic_write_bytes, atomic_write_json
@@ -231,13 +232,15 @@ def allowed_difference(expected: np.ndarray, error: float, noise_factor: float =
 
 
 def check_agreement(model: onnx.ModelProto, graph: torch.nn.Module, image: np.ndarray) -> Agreement:
-    """Run ``model`` with ONNX Runtime (CPU, default session options: all graph optimisations) and ``graph`` with
+    """Run ``model`` with ONNX Runtime (CPU, default session options: all graph optimisations, and the CPU runtime's
+    rewrites of ``cpu_rewrites``) and ``graph`` with
     PyTorch on ``image``; ValueError when they differ by more than float32 rounding explains (``allowed_difference``).
 
     A real mismatch (a changed weight, a wrong operator) moves the output by far more than that.
     """
     expected, error = float32_error(graph, image)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    # As the CPU runtime runs it: with the CPU rewrites, so that the check covers them too.
+    session = ort.InferenceSession(for_cpu(model).SerializeToString(), providers=["CPUExecutionProvider"])
     (actual,) = session.run(None, {INPUT_NAME: image})
     if actual.shape != expected.shape:
         raise ValueError(f"ONNX Runtime output shape {actual.shape} differs from PyTorch's {expected.shape}")

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from mgcda_core.export.cpu_rewrites import for_cpu
 from mgcda_core.graph_io import INPUT_NAME, check_io
 
 
@@ -21,6 +22,7 @@ class OnnxRuntime:
 
     Session options: graph optimisation level ALL (constant folding, Conv+BatchNorm and activation fusion),
     sequential execution, ``threads`` intra-op threads (None: ONNX Runtime's default, one per physical core).
+    On CPU the session runs the model with ``export.cpu_rewrites.for_cpu`` applied (PReLU as depthwise scalings).
     """
 
     name = "onnxruntime"
@@ -39,6 +41,7 @@ class OnnxRuntime:
         self.input_spec, self.output_spec = check_io(proto)
         if device == "cpu":
             providers: list = ["CPUExecutionProvider"]
+            proto = for_cpu(proto)
         elif device.startswith("cuda"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise RuntimeError(f"device {device!r} requested but this onnxruntime has no CUDAExecutionProvider "
