@@ -141,7 +141,7 @@ def _measure_planner(setup: str, camera_env: dict, node_env: dict, drop: tuple[s
                      domain: int) -> dict:
     from sensor_msgs.msg import Image
 
-    from mgcda_ros.publish_timing import parse_log
+    from mgcda_ros.publish_timing import STEPS, parse_log
     from mgcda_ros.ros_process import CameraProcess, NodeProcess, Peer, wait_until
 
     with tempfile.TemporaryDirectory(prefix="mgcda_ros_bench_") as tmp:
@@ -169,26 +169,54 @@ def _measure_planner(setup: str, camera_env: dict, node_env: dict, drop: tuple[s
                 pass
             wait_until(lambda: all(f in camera.sent for f in ids), TIMEOUT_S, "the camera's send times")
             complete = {f: max(a) for f in ids if (a := _arrivals(outputs, f)) is not None}
-            model = wait_until(lambda: _model_times(parse_log(node.output()), complete), TIMEOUT_S,
-                               "the node's per-frame model times")
+            wait_until(lambda: _model_times(parse_log(node.output()), complete), TIMEOUT_S,
+                       "the node's per-frame model times")
             node_log = node.output()
         finally:
             peer.close()
             camera.stop()
             node.stop()
-    beyond = np.array([(complete[f] - camera.sent[f]) * 1e3 - model[f] for f in complete])
+    logged = parse_log(node_log)
+    legs = _legs(logged, camera.sent, complete)
+    beyond = legs["beyond_model"]
     has = beyond.size > 0
-    return {
+    row: dict[str, Any] = {
         "setup": setup, "camera_profile": "yes" if camera_env else "no",
         "node_profile": "yes" if "transport: Fast DDS profile for large images" in node_log else "no",
         "frames_complete": f"{len(complete)}/{frames}",
         "beyond_model_p50_ms": float(np.percentile(beyond, 50)) if has else None,
         "beyond_model_p95_ms": float(np.percentile(beyond, 95)) if has else None,
         "beyond_model_max_ms": float(beyond.max()) if has else None,
-        "model_p50_ms": float(np.median(list(model.values()))) if model else None,
-        "meets_20ms_p95_bar": bool(has and len(complete) == frames and np.percentile(beyond, 95) <= 20.0),
-        "load_avg_1min": os.getloadavg()[0],
     }
+    for leg in ("camera_to_node", "node_without_model", "node_to_planner"):
+        row[f"{leg}_p50_ms"] = float(np.percentile(legs[leg], 50)) if has else None
+        row[f"{leg}_p95_ms"] = float(np.percentile(legs[leg], 95)) if has else None
+    steps = [logged[f] for f in complete]
+    row["node_steps_p50_ms"] = " ".join(  # where node_without_model goes
+        f"{s}={np.median([frame[s] for frame in steps]):.1f}" for s in STEPS if s != "model" and steps and s in steps[0])
+    row.update({"model_p50_ms": float(np.median(legs["model"])) if has else None,
+                "meets_20ms_p95_bar": bool(has and len(complete) == frames and np.percentile(beyond, 95) <= 20.0),
+                "load_avg_1min": os.getloadavg()[0]})
+    return row
+
+
+def _legs(logged: dict[str, dict[str, float]], sent: dict[str, float], complete: dict[str, float]
+          ) -> dict[str, np.ndarray]:
+    """Per complete frame, in ms: camera publish -> the node's subscription taking it; the node's steps other than
+    the model (queue, decode, score, mask, overlay, publishes); its last publish -> the last output received here;
+    their sum (beyond_model) and the model time. Every time is on the system-wide monotonic clock."""
+    columns: dict[str, list[float]] = {k: [] for k in ("camera_to_node", "node_without_model", "node_to_planner",
+                                                         "beyond_model", "model")}
+    for frame_id, arrived in complete.items():
+        steps = dict(logged[frame_id])
+        received_at = steps.pop("received_at")
+        node_ms = sum(steps.values())
+        columns["camera_to_node"].append((received_at - sent[frame_id]) * 1e3)
+        columns["node_without_model"].append(node_ms - steps["model"])
+        columns["node_to_planner"].append((arrived - received_at) * 1e3 - node_ms)
+        columns["beyond_model"].append((arrived - sent[frame_id]) * 1e3 - steps["model"])
+        columns["model"].append(steps["model"])
+    return {k: np.array(v) for k, v in columns.items()}
 
 
 def _warm_up(camera: Any, outputs: list) -> None:

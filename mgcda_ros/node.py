@@ -320,7 +320,7 @@ class AnomalyDetection:
         if self._drop_stale(p, stamp):
             return
         cpu_start = time.thread_time()  # this thread's CPU time: the node's own work, whatever the machine load
-        timer = FrameTimer()
+        timer = FrameTimer(received)
         rgb = message_to_rgb(msg, p.max_input_pixels, p.input_bit_depth)
         timer.lap("decode")
         cpu_model_start = time.thread_time()

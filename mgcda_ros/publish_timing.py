@@ -3,9 +3,12 @@
 The worker marks the end of each step (``FrameTimer.lap``); ``StepTimes`` keeps rolling percentiles per step for
 /diagnostics (``step_<name>_p50_ms``/``_p95_ms``) and formats one debug line per frame (``--log-level
 anomaly_node:=debug``), which ``python -m mgcda_ros.benchmark`` reads to subtract each frame's own model time.
-Steps: ``decode``, ``model`` (resize to the network size and the network), ``score_resize`` (score back to
-camera size and calibration), ``threshold`` (mono8 mask into its message), ``publish_mask``, ``publish_score``,
-``overlay``, ``publish_overlay``; the last three only when someone subscribes.
+Steps: ``queue`` (from the subscription callback taking the frame to the worker starting on it), ``decode``,
+``model`` (resize to the network size and the network), ``score_resize`` (score back to camera size and
+calibration), ``threshold`` (mono8 mask into its message), ``publish_mask``, ``publish_score``, ``overlay``,
+``publish_overlay``; the last three only when someone subscribes. The debug line also carries ``received_at``, the
+callback's monotonic time in seconds (a system-wide clock), so that the benchmark can split camera -> node,
+node and node -> subscriber times.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import time
 
 from mgcda_ros.stats import RollingPercentiles
 
-STEPS = ("decode", "model", "score_resize", "threshold", "publish_mask", "publish_score", "overlay",
+STEPS = ("queue", "decode", "model", "score_resize", "threshold", "publish_mask", "publish_score", "overlay",
          "publish_overlay")
 #: the debug line's prefix; the benchmark parses ``timing <frame_id> <step>=<ms> ...``
 LOG_PREFIX = "timing"
@@ -23,11 +26,13 @@ _LOG_PATTERN = re.compile(rf"{LOG_PREFIX} (\S+) ((?:\w+=[0-9.]+ ?)+)")
 
 
 class FrameTimer:
-    """Wall time of consecutive steps of one frame (monotonic clock), in ms."""
+    """Wall time of consecutive steps of one frame (monotonic clock), in ms; with ``received`` (the monotonic time
+    the frame was taken from the subscription), the wait before the first step is the ``queue`` step."""
 
-    def __init__(self) -> None:
+    def __init__(self, received: float | None = None) -> None:
         self.start = self._last = time.monotonic()
-        self.steps: dict[str, float] = {}
+        self.received = received
+        self.steps: dict[str, float] = {} if received is None else {"queue": (self.start - received) * 1e3}
 
     def lap(self, step: str) -> float:
         """End ``step`` now; returns its duration in seconds."""
@@ -59,9 +64,11 @@ class StepTimes:
 
 
 def log_line(frame_id: str, timer: FrameTimer) -> str:
-    """``timing <frame_id> decode=0.412 model=8.130 ...`` (ms); a frame_id with spaces is written with ``_``."""
+    """``timing <frame_id> queue=0.1 decode=0.412 model=8.130 ... received_at=5123.456789`` (ms; received_at in s);
+    a frame_id with spaces is written with ``_``."""
     steps = " ".join(f"{step}={ms:.3f}" for step, ms in timer.steps.items())
-    return f"{LOG_PREFIX} {frame_id.replace(' ', '_') or '-'} {steps}"
+    received = "" if timer.received is None else f" received_at={timer.received:.6f}"
+    return f"{LOG_PREFIX} {frame_id.replace(' ', '_') or '-'} {steps}{received}"
 
 
 def parse_log(text: str) -> dict[str, dict[str, float]]:

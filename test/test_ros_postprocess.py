@@ -3,6 +3,7 @@ per-step timing lines round-trip through the benchmark's parser."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import cv2
@@ -68,7 +69,9 @@ def test_in_place_steps_refuse_wrong_buffers():
 
 
 def test_timing_lines_round_trip_and_feed_the_diagnostics():
-    timer = FrameTimer()
+    received = time.monotonic() - 0.25
+    timer = FrameTimer(received)
+    assert 250.0 <= timer.steps["queue"] < 250.0 + 60e3  # the wait since the subscription took the frame
     for step in ("decode", "model", "score_resize", "threshold", "publish_mask"):
         timer.lap(step)
     timer.steps["model"] = 12.5  # a known value survives formatting and parsing
@@ -76,7 +79,9 @@ def test_timing_lines_round_trip_and_feed_the_diagnostics():
                       "[DEBUG] [2.0] [anomaly_node]: " + log_line("b3", timer)])
     parsed = parse_log(text)
     assert set(parsed) == {"frame_7", "b3"}
-    assert parsed["b3"]["model"] == 12.5 and set(parsed["b3"]) == set(timer.steps)
+    assert parsed["b3"]["model"] == 12.5 and set(parsed["b3"]) == {*timer.steps, "received_at"}
+    assert parsed["b3"]["received_at"] == pytest.approx(received, abs=1e-6)
+    assert "received_at" not in log_line("x", FrameTimer())
     times = StepTimes()
     times.add(timer)
     values = times.diagnostics_values()
