@@ -5,7 +5,9 @@ bgr8 frames of a real road scene at 5 Hz, reliable (image_transport's default); 
 process; this process subscribes to the mask, score and overlay like a planner, with stock Fast DDS settings (the
 reader's transport settings do not decide the leg). Per frame: camera publish -> last of the three outputs received,
 minus that frame's model time as the node reports it (its per-frame debug line, ``mgcda_ros.publish_timing``);
-p50/p95/max and frames complete (all three outputs received). Rows, in one run: the shipped Fast DDS profile on
+p50/p95/max and frames complete (all three outputs received), split into camera -> node (publish to the node's
+subscription taking the frame), the node without the model (with each step's median) and node -> planner (the
+node's last publish to the last output received here). Rows, in one run: the shipped Fast DDS profile on
 the camera and the node (the node applies it by default); on the node only (a camera driver left at Fast DDS
 defaults); Fast DDS defaults on both (``MGCDA_FASTDDS_PROFILE=0``). docs/ROS.md, "Transport for large images".
 
