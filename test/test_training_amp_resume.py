@@ -3,6 +3,7 @@ enabled scaler (the same run resumed on CUDA) must not be asked to load; a saved
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,22 @@ def test_cpu_checkpoint_resumes_on_cuda_with_mixed_precision(domains: tuple[Path
     assert resumed.step == 2 and resumed.step_fn.scaler.is_enabled()
     summary = resumed.fit()
     assert summary.step == 6 and all(torch.isfinite(torch.tensor(list(summary.losses.values()))))
+
+
+def test_a_step_the_scaler_skips_still_advances_the_schedule_without_a_warning(domains: tuple[Path, Path],
+                                                                               tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(domains, tmp_path, "optim.lr=1e-3"), CPU, show_progress=False)
+    trainer.sampler.set_epoch(0)
+    batch = next(iter(trainer._loader()))
+    step = trainer.step_fn
+    # An enabled scaler at a scale that overflows every gradient: the optimiser step is skipped, as on the first
+    # mixed-precision steps on CUDA.
+    step.scaler = torch.amp.GradScaler("cpu", enabled=True, init_scale=3.0e38)
+    before = {k: v.clone() for k, v in step.model.state_dict().items()}
+    first_lr = step.optimizer.param_groups[0]["lr"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PyTorch's "lr_scheduler.step() before optimizer.step()" would raise here
+        step(batch, 0)
+    assert step.scaler.get_scale() < 3.0e38  # the overflow was seen and the step skipped
+    assert all(torch.equal(before[k], v) for k, v in step.model.state_dict().items())
+    assert step.optimizer.param_groups[0]["lr"] < first_lr  # the schedule moved on by one step

@@ -14,6 +14,7 @@ parameters). Mixed precision (autocast fp16 + one GradScaler for both optimisers
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,9 +215,15 @@ class TrainStep:
             scalars["lr/classifiers"] = self.classifier_optimizer.param_groups[0]["lr"]
             assert tau is not None  # a classifier optimiser exists only with classifiers, and then tau was set
             scalars["mdat/tau"] = tau
-        self.scheduler.step()
-        if self.classifier_scheduler is not None:
-            self.classifier_scheduler.step()
+        with warnings.catch_warnings():
+            # With mixed precision the scaler skips the optimiser step of an overflowing step (by design, the
+            # first steps at its initial scale); the schedule still advances, so the learning rate stays a function
+            # of the global step (and of nothing a resume could lose), which PyTorch warns about.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before "
+                                                      r"`optimizer\.step\(\)`")
+            self.scheduler.step()
+            if self.classifier_scheduler is not None:
+                self.classifier_scheduler.step()
         return StepResult(losses=losses, scalars=scalars)
 
     def _cacl_generator(self, step: int) -> torch.Generator:
