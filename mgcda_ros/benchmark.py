@@ -7,7 +7,9 @@ reader's transport settings do not decide the leg). Per frame: camera publish ->
 minus that frame's model time as the node reports it (its per-frame debug line, ``mgcda_ros.publish_timing``);
 p50/p95/max and frames complete (all three outputs received), split into camera -> node (publish to the node's
 subscription taking the frame), the node without the model (with each step's median) and node -> planner (the
-node's last publish to the last output received here). Rows, in one run: the shipped Fast DDS profile on
+node's last publish to the last output received here). The planner subscribes raw (serialized bytes, frame_id read
+in place): arrival in its process is measured, and what rclpy would add to turn the three outputs into Python
+messages is timed afterwards as its own column (a C++ planner does not pay it). Rows, in one run: the shipped Fast DDS profile on
 the camera and the node (the node applies it by default); on the node only (a camera driver left at Fast DDS
 defaults); Fast DDS defaults on both (``MGCDA_FASTDDS_PROFILE=0``). docs/ROS.md, "Transport for large images".
 
@@ -153,7 +155,9 @@ def _measure_planner(setup: str, camera_env: dict, node_env: dict, drop: tuple[s
         camera = CameraProcess(domain, env=camera_env, drop_env=tuple(k for k in drop if k not in camera_env))
         peer = Peer("planner", domain)
         try:
-            outputs = [peer.subscribe(Image, f"/{name}", depth=100) for name in ALL_OUTPUTS]
+            # Raw: arrival in this process is what the legs measure; rclpy's conversion into Python objects is
+            # timed separately below (a C++ planner does not pay it).
+            outputs = [peer.subscribe(Image, f"/{name}", depth=100, raw=True) for name in ALL_OUTPUTS]
             camera.wait_ready(START_TIMEOUT_S)
             wait_until(lambda: all(peer.node.count_publishers(f"/{n}") for n in ALL_OUTPUTS) or not node.alive(),
                        START_TIMEOUT_S, "node outputs")
@@ -193,6 +197,8 @@ def _measure_planner(setup: str, camera_env: dict, node_env: dict, drop: tuple[s
     for leg in ("camera_to_node", "node_without_model", "node_to_planner"):
         row[f"{leg}_p50_ms"] = float(np.percentile(legs[leg], 50)) if has else None
         row[f"{leg}_p95_ms"] = float(np.percentile(legs[leg], 95)) if has else None
+    deserialize = [_rclpy_deserialize_ms(outputs, f) for f in complete]
+    row["rclpy_deserialize_p50_ms"] = float(np.median(deserialize)) if has else None
     steps = [logged[f] for f in complete]
     row["node_steps_p50_ms"] = " ".join(  # where node_without_model goes
         f"{s}={np.median([frame[s] for frame in steps]):.1f}" for s in STEPS if s != "model" and steps and s in steps[0])
@@ -200,6 +206,19 @@ def _measure_planner(setup: str, camera_env: dict, node_env: dict, drop: tuple[s
                 "meets_20ms_p95_bar": bool(has and len(complete) == frames and np.percentile(beyond, 95) <= 20.0),
                 "load_avg_1min": os.getloadavg()[0]})
     return row
+
+
+def _rclpy_deserialize_ms(outputs: list, frame_id: str) -> float:
+    """What an rclpy planner would add to a frame: converting its three raw outputs into Python messages, in ms."""
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import Image
+
+    from mgcda_ros.ros_process import header_frame_id
+
+    start = time.perf_counter()
+    for inbox in outputs:
+        deserialize_message(next(m for _, m in inbox.items if header_frame_id(m) == frame_id), Image)
+    return (time.perf_counter() - start) * 1e3
 
 
 def _legs(logged: dict[str, dict[str, float]], sent: dict[str, float], complete: dict[str, float]
@@ -246,7 +265,9 @@ def _model_times(logged: dict[str, dict[str, float]], frames: dict) -> dict[str,
 
 
 def _arrivals(outputs: list, frame_id: str) -> list[float] | None:
-    times = [next((t for t, m in inbox.items if m.header.frame_id == frame_id), None) for inbox in outputs]
+    from mgcda_ros.ros_process import header_frame_id
+
+    times = [next((t for t, m in inbox.items if header_frame_id(m) == frame_id), None) for inbox in outputs]
     arrived = [t for t in times if t is not None]
     return arrived if len(arrived) == len(times) else None
 
