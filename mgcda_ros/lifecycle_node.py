@@ -13,13 +13,20 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from mgcda_ros.model_loading import ModelLoadError
-from mgcda_ros.node import NODE_NAME, AnomalyDetection, declare_parameters, serve
+from mgcda_ros.node import (
+    NODE_NAME,
+    AnomalyDetection,
+    declare_parameters,
+    init_with_python_signals,
+    serve,
+    start_spinning,
+    wait_interruptibly,
+)
 from mgcda_ros.params import ParameterError
 from mgcda_ros.transport import apply_default_profile
 
@@ -66,12 +73,12 @@ class ManagedAnomalyNode(LifecycleNode):
 def main(args: list[str] | None = None) -> int:
     """Console script ``anomaly_lifecycle_node``: exit status 0 on shutdown, 2 on invalid parameters."""
     profile = apply_default_profile()  # before rclpy.init, as in anomaly_node: the same Fast DDS profile
-    rclpy.init(args=args)
+    init_with_python_signals(args)  # as anomaly_node: Ctrl-C / SIGTERM end the process in order, from this thread
     executor = MultiThreadedExecutor()
 
     def run(node: ManagedAnomalyNode) -> None:
         node.get_logger().info(f"transport: {profile.reason}")
-        executor.spin()
+        wait_interruptibly(start_spinning(executor))
 
     return serve(executor, ManagedAnomalyNode, run, (ParameterError,))
 

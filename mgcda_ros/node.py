@@ -441,7 +441,7 @@ class AnomalyNode(Node):
         self.detection = AnomalyDetection(self, declare_parameters(self))
 
 
-def _spin(executor: SingleThreadedExecutor) -> None:
+def _spin(executor: Executor) -> None:
     try:
         executor.spin()
     except ExternalShutdownException:  # main() shut rclpy down
@@ -481,28 +481,44 @@ def serve(executor: Executor, build: Callable[[], NodeT], run: Callable[[NodeT],
     return 0
 
 
-def main(args: list[str] | None = None) -> int:
-    """Console script ``anomaly_node``: exit status 0 on shutdown, 2 on invalid parameters or an unusable model."""
-    profile = apply_default_profile()  # before rclpy.init: Fast DDS reads the profile with the first participant
-    # Ctrl-C and SIGTERM (launch's shutdown) raise KeyboardInterrupt in this thread, which loads the model while
-    # another thread spins: rclpy's own handler would only invalidate the context under the loading code.
+def init_with_python_signals(args: list[str] | None) -> None:
+    """rclpy.init without rclpy's signal handling: Ctrl-C and SIGTERM (launch's shutdown) raise KeyboardInterrupt
+    in the main thread, which then shuts everything down in order (``serve``). rclpy's own handler shuts the context
+    down from its signal thread, which can race the executor's teardown (a segfault seen in about 1 of 8 stops of the
+    managed node) and would only invalidate the context under code that loads a model."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     # Both, explicitly: Python leaves SIGINT ignored when the parent ignored it (anything started with & from a
     # script), and then neither Ctrl-C nor launch's SIGINT would stop the node.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def start_spinning(executor: Executor) -> threading.Thread:
+    """Spin ``executor`` in a background thread (the main thread stays free for signals: ``wait_interruptibly``)."""
+    spinner = threading.Thread(target=_spin, args=(executor,), name="executor", daemon=True)
+    spinner.start()
+    return spinner
+
+
+def wait_interruptibly(spinner: threading.Thread) -> None:
+    """Wait for the spinner to end. Timed joins: a signal can be delivered to any thread (Fast DDS's own threads do
+    not block SIGINT), and then an untimed join never wakes to run the handler; a timed wait rechecks twice a second."""
+    while spinner.is_alive():
+        spinner.join(timeout=0.5)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script ``anomaly_node``: exit status 0 on shutdown, 2 on invalid parameters or an unusable model."""
+    profile = apply_default_profile()  # before rclpy.init: Fast DDS reads the profile with the first participant
+    init_with_python_signals(args)
     executor = SingleThreadedExecutor()
 
     def run(node: AnomalyNode) -> None:
-        spinner = threading.Thread(target=_spin, args=(executor,), name="executor", daemon=True)
-        spinner.start()
+        spinner = start_spinning(executor)
         node.detection.configure()
         node.detection.activate()
         node.get_logger().info(f"transport: {profile.reason}")  # after start-up: a failed start stays one line
-        # Timed joins: a signal can be delivered to any thread (Fast DDS's own threads do not block SIGINT), and
-        # then an untimed join never wakes to run the handler; a timed wait rechecks every half second.
-        while spinner.is_alive():
-            spinner.join(timeout=0.5)
+        wait_interruptibly(spinner)
 
     return serve(executor, AnomalyNode, run, (ParameterError, ModelLoadError))
 
