@@ -2,11 +2,11 @@
 created; the exported file keeps the plain operators (TensorRT and other runtimes have fast native kernels for them).
 
 PReLU with a per-channel slope ``a`` becomes ``a * x + (1 - a) * relu(x)``, the two scalings as 1x1 depthwise
-convolutions. The same function for every ``a`` (for x > 0 both terms add to x, for x <= 0 the second is zero),
-equal to PReLU within two float32 roundings. Why: ONNX Runtime's PRelu kernel is a generic broadcasting element-wise
+convolutions. The same function for every ``a`` (for x > 0 both terms add to x, for x <= 0 the second is zero):
+exact for x <= 0, within three float32 roundings for x > 0. Why: ONNX Runtime's PRelu kernel is a generic broadcasting element-wise
 loop that runs outside its blocked (NCHWc) convolution layout, so each one also reorders its feature map out and
 back; convolutions, Relu and Add stay in that layout. Measured on the shipped real-time graph at 256x512 (ESPNetv2's
-64 PReLUs), 2 threads: 139 -> 124 ms in one A/B run (docs/DEPLOYMENT.md).
+64 PReLUs), 2 threads: 155.8 -> 136.4 ms in one A/B run (docs/DEPLOYMENT.md).
 """
 
 from __future__ import annotations
