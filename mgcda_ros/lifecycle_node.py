@@ -24,10 +24,9 @@ from mgcda_ros.node import (
     declare_parameters,
     init_with_python_signals,
     serve,
-    start_spinning,
-    wait_interruptibly,
 )
 from mgcda_ros.params import ParameterError
+from mgcda_ros.spinning import Spinner
 from mgcda_ros.transport import apply_default_profile
 
 
@@ -76,9 +75,10 @@ def main(args: list[str] | None = None) -> int:
     init_with_python_signals(args)  # as anomaly_node: Ctrl-C / SIGTERM end the process in order, from this thread
     executor = MultiThreadedExecutor()
 
-    def run(node: ManagedAnomalyNode) -> None:
+    def run(node: ManagedAnomalyNode, spinner: Spinner) -> None:
         node.get_logger().info(f"transport: {profile.reason}")
-        wait_interruptibly(start_spinning(executor))
+        spinner.start()
+        spinner.wait()
 
     return serve(executor, ManagedAnomalyNode, run, (ParameterError,))
 

@@ -47,6 +47,7 @@ from mgcda_ros.overlay import make_overlay
 from mgcda_ros.params import NodeParams, ParameterError
 from mgcda_ros.postprocess import run_network, score_into, threshold_into
 from mgcda_ros.publish_timing import FrameTimer, StepTimes, log_line
+from mgcda_ros.spinning import Spinner
 from mgcda_ros.stats import RateMeter, RecentEvents, RollingPercentiles
 from mgcda_ros.transport import PROFILE_ENV, apply_default_profile
 
@@ -441,16 +442,15 @@ class AnomalyNode(Node):
         self.detection = AnomalyDetection(self, declare_parameters(self))
 
 
-def _spin(executor: Executor) -> None:
-    try:
-        executor.spin()
-    except ExternalShutdownException:  # main() shut rclpy down
-        pass
+STOP_TIMEOUT_S = 10.0  # for the callback in progress at shutdown (e.g. a configure that loads the model)
 
 
-def shut_down(node: Any, executor: Executor) -> None:
-    """End a node process, whatever state start-up reached: stop the detection, the executor, the node, rclpy.
-    ``node`` is None when it was never built (or any node with ``detection`` and ``destroy_node``)."""
+def shut_down(node: Any, executor: Executor, spinner: Spinner) -> None:
+    """End a node process, whatever state start-up reached: stop spinning, then the detection, the executor, the
+    node, rclpy. ``node`` is None when it was never built (or any node with ``detection`` and ``destroy_node``)."""
+    if not spinner.stop(STOP_TIMEOUT_S):
+        rclpy.logging.get_logger(NODE_NAME).warning(
+            f"a callback still runs {STOP_TIMEOUT_S:.0f} s after shutdown began; exiting without waiting for it")
     if node is not None:
         node.detection.close()
     executor.shutdown(timeout_sec=1.0)
@@ -462,22 +462,24 @@ def shut_down(node: Any, executor: Executor) -> None:
 NodeT = TypeVar("NodeT", bound=Node)
 
 
-def serve(executor: Executor, build: Callable[[], NodeT], run: Callable[[NodeT], None],
+def serve(executor: Executor, build: Callable[[], NodeT], run: Callable[[NodeT, Spinner], None],
           fatal: tuple[type[Exception], ...]) -> int:
-    """Build a node, add it to ``executor`` and ``run`` it until shutdown; the exit status of either console
-    script: 0 on shutdown (Ctrl-C, SIGTERM, context shutdown), 2 with one fatal line for a ``fatal`` error."""
+    """Build a node, add it to ``executor`` and ``run`` it (given the executor's not yet started spinner) until
+    shutdown; the exit status of either console script: 0 on shutdown (Ctrl-C, SIGTERM, context shutdown), 2 with
+    one fatal line for a ``fatal`` error."""
     node = None
+    spinner = Spinner(executor)
     try:
         node = build()
         executor.add_node(node)
-        run(node)
+        run(node, spinner)
     except fatal as err:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        shut_down(node, executor)
+        shut_down(node, executor, spinner)
     return 0
 
 
@@ -493,32 +495,18 @@ def init_with_python_signals(args: list[str] | None) -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
-def start_spinning(executor: Executor) -> threading.Thread:
-    """Spin ``executor`` in a background thread (the main thread stays free for signals: ``wait_interruptibly``)."""
-    spinner = threading.Thread(target=_spin, args=(executor,), name="executor", daemon=True)
-    spinner.start()
-    return spinner
-
-
-def wait_interruptibly(spinner: threading.Thread) -> None:
-    """Wait for the spinner to end. Timed joins: a signal can be delivered to any thread (Fast DDS's own threads do
-    not block SIGINT), and then an untimed join never wakes to run the handler; a timed wait rechecks twice a second."""
-    while spinner.is_alive():
-        spinner.join(timeout=0.5)
-
-
 def main(args: list[str] | None = None) -> int:
     """Console script ``anomaly_node``: exit status 0 on shutdown, 2 on invalid parameters or an unusable model."""
     profile = apply_default_profile()  # before rclpy.init: Fast DDS reads the profile with the first participant
     init_with_python_signals(args)
     executor = SingleThreadedExecutor()
 
-    def run(node: AnomalyNode) -> None:
-        spinner = start_spinning(executor)
+    def run(node: AnomalyNode, spinner: Spinner) -> None:
+        spinner.start()  # diagnostics report "loading" while the model loads
         node.detection.configure()
         node.detection.activate()
         node.get_logger().info(f"transport: {profile.reason}")  # after start-up: a failed start stays one line
-        wait_interruptibly(spinner)
+        spinner.wait()
 
     return serve(executor, AnomalyNode, run, (ParameterError, ModelLoadError))
 

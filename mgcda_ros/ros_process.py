@@ -24,6 +24,8 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from mgcda_ros.spinning import Spinner
+
 LOCALHOST = "LOCALHOST"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 NODE_COMMAND = (sys.executable, "-m", "mgcda_ros.node")
@@ -189,16 +191,8 @@ class Peer:
         self.node = rclpy.create_node(name, context=self.context)
         self._executor = SingleThreadedExecutor(context=self.context)
         self._executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while self.context.ok():
-            try:
-                self._executor.spin_once(timeout_sec=0.05)
-            except Exception:  # context shut down between ok() and spin_once
-                if self.context.ok():
-                    raise
+        self._spinner = Spinner(self._executor, name=f"peer {name}")
+        self._spinner.start()
 
     def subscribe(self, msg_type: Any, topic: str, depth: int = 100, reliable: bool = True,
                   raw: bool = False) -> Inbox:
@@ -216,11 +210,12 @@ class Peer:
         return self.node.create_publisher(msg_type, topic, qos)
 
     def close(self) -> None:
+        if not self._spinner.stop(timeout=10.0):
+            raise RuntimeError(f"{self.node.get_name()}: a callback still runs 10 s after close()")
         self._executor.shutdown(timeout_sec=1.0)
         self.node.destroy_node()
         if self.context.ok():
             rclpy.shutdown(context=self.context)
-        self._thread.join(timeout=2.0)
 
 
 def header_frame_id(message: Any) -> str:

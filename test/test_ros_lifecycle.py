@@ -9,7 +9,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from sensor_msgs.msg import Image
+from service_calls import change_state, lifecycle_state
 
 from mgcda_ros.ros_process import NodeProcess, Peer, diagnostics_values, wait_until
 from mgcda_ros.transport import OPT_OUT_ENV, PROFILE_ENV, installed_profile
@@ -41,17 +41,11 @@ class Managed:
         self.diag = peer.subscribe(DiagnosticArray, "/diagnostics", depth=1000)
         self.sent = 0
 
-    def call(self, client: Any, request: Any) -> Any:
-        future = client.call_async(request)
-        return wait_until(lambda: future.done() and future, ANSWER_TIMEOUT, f"{client.srv_name}").result()
-
     def state(self) -> str:
-        return self.call(self.get_state, GetState.Request()).current_state.label
+        return lifecycle_state(self.get_state, ANSWER_TIMEOUT)
 
     def transition(self, transition_id: int) -> bool:
-        request = ChangeState.Request()
-        request.transition.id = transition_id
-        return self.call(self.change_state, request).success
+        return change_state(self.change_state, self.get_state, transition_id, ANSWER_TIMEOUT)
 
     def diagnostics_state(self) -> str | None:
         values = diagnostics_values(self.diag.messages(), NODE)

@@ -25,6 +25,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image
+from service_calls import answer
 from start_failures import assert_refused_in_one_line
 from std_srvs.srv import SetBool
 
@@ -277,8 +278,7 @@ def test_enable_service_pauses_and_resumes(nodes, road_frame):
     for flag in (False, True):
         request = SetBool.Request()
         request.data = flag
-        future = harness.enable.call_async(request)
-        assert wait_until(future.done, ANSWER_TIMEOUT, "~/enable response") and future.result().success
+        assert answer(lambda: harness.enable.call_async(request), "~/enable", ANSWER_TIMEOUT).success
         if not flag:
             before = harness.settled("raw")
             harness.send("raw", image_msg(road_frame, "rgb8", "while_disabled", stamp(harness.sim_now())))

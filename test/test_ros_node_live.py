@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
+from service_calls import answer
 from std_srvs.srv import SetBool
 
 from mgcda_core.utils.images import read_rgb
@@ -105,14 +106,14 @@ class Rig:
             return counters if counters[name] >= value else None
         return wait_until(reached, ANSWER_TIMEOUT, f"/{ns} {name} >= {value}")
 
-    def call(self, future: Any) -> Any:
-        return wait_until(lambda: future.done() and future, ANSWER_TIMEOUT, "a parameter service answer").result()
+    def call(self, send: Callable[[], Any]) -> Any:
+        return answer(send, "a service of /rel/anomaly_node", ANSWER_TIMEOUT)
 
     def set(self, name: str, value: Any) -> Any:
-        return self.call(self.params.set_parameters([Parameter(name, value=value)])).results[0]
+        return self.call(lambda: self.params.set_parameters([Parameter(name, value=value)])).results[0]
 
     def get(self, name: str) -> Any:
-        return parameter_value_to_python(self.call(self.params.get_parameters([name])).values[0])
+        return parameter_value_to_python(self.call(lambda: self.params.get_parameters([name])).values[0])
 
 
 def domain_id() -> int:
@@ -200,8 +201,9 @@ def test_silence_warns_naming_the_resolved_topic_and_clears(rig):
     # the silence is logged once it exceeds input_timeout_s (2 s); how much more depends on the timer and the load
     logged = re.search(r"no frame on /be/image for (\d+) s; 1 publisher\(s\) discovered on it", procs["be"].output())
     assert logged is not None and int(logged.group(1)) >= 2
-    assert rig.call(AsyncParameterClient(rig.peer.node, "/be/anomaly_node").set_parameters(
-        [Parameter("input_timeout_s", value=600.0)])).results[0].successful
+    be_params = AsyncParameterClient(rig.peer.node, "/be/anomaly_node")
+    assert answer(lambda: be_params.set_parameters([Parameter("input_timeout_s", value=600.0)]),
+                  "/be/anomaly_node's parameter service", ANSWER_TIMEOUT).results[0].successful
     since = time.monotonic()
     rig.status_after("be", since, lambda s: s.level == DiagnosticStatus.OK and s.message == "running",
                      "/be OK once silence is allowed")
@@ -232,7 +234,7 @@ def test_threshold_changes_at_run_time_and_bad_values_are_refused_with_the_reaso
 def test_parameter_descriptors_are_one_per_parameter(rig):
     rig, _ = rig
     names = ["threshold", "input_width", "warn_throttle_s", "publish_overlay"]
-    described = dict(zip(names, rig.call(rig.params.describe_parameters(names)).descriptors, strict=True))
+    described = dict(zip(names, rig.call(lambda: rig.params.describe_parameters(names)).descriptors, strict=True))
     assert [d.name for d in described.values()] == names
     assert len({d.description for d in described.values()}) == len(names)
     assert described["threshold"].floating_point_range[0].to_value == 1.0 and not described["threshold"].read_only
@@ -260,7 +262,7 @@ def test_enable_parameter_and_service_are_one_switch(rig):
     rig.counter_reaches("rel", "skipped_disabled", before["skipped_disabled"] + 1)
     request = SetBool.Request()
     request.data = True
-    response = rig.call(rig.enable.call_async(request))
+    response = rig.call(lambda: rig.enable.call_async(request))
     assert response.success and rig.get("enable") is True
     rig.send_and_wait("rel", frame(small, "enabled_again"))
     assert rig.answer("rel", "while_disabled") is None

@@ -1,0 +1,52 @@
+"""An rclpy executor spun in a background thread, and stopped so that the thread has ended before anything it uses
+is destroyed.
+
+Why not ``executor.spin()`` in a daemon thread: rclpy's ``Executor.shutdown()`` does not wait for a thread that
+is spinning (it destroys the executor's wake-up guard condition at once), so that thread can stay in ``rcl_wait``
+for good, or still be inside rclpy when the interpreter exits; CPython 3.11 and older end such a thread with
+``pthread_exit`` when it re-enters Python during finalization, and the unwinding through rclpy's C++ frames aborts
+the process ("terminate called without an active exception"). Here the thread spins in bounded waits and checks
+a stop flag, and :meth:`Spinner.stop` joins it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from rclpy.executors import Executor, ExternalShutdownException
+
+WAKE_S = 0.1  # longest wait in rcl_wait between checks of the stop flag; work that is ready is taken at once
+
+
+class Spinner:
+    """Spins ``executor`` in a background thread from :meth:`start` until :meth:`stop` or the context's shutdown."""
+
+    def __init__(self, executor: Executor, name: str = "executor") -> None:
+        self._executor = executor
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        context = self._executor.context
+        try:
+            while not self._stop.is_set() and context.ok():
+                self._executor.spin_once(timeout_sec=WAKE_S)
+        except ExternalShutdownException:  # the context was shut down by someone else
+            pass
+
+    def wait(self) -> None:
+        """Block until the spinning ends. Timed joins: a signal can be delivered to any thread (Fast DDS's own
+        threads do not block SIGINT), and then an untimed join never wakes up to run the handler."""
+        while self._thread.is_alive():
+            self._thread.join(timeout=0.5)
+
+    def stop(self, timeout: float) -> bool:
+        """Stop after the callback in progress; False if the thread still runs ``timeout`` s later."""
+        self._stop.set()
+        if self._thread.ident is None:  # never started
+            return True
+        self._thread.join(timeout=timeout)
+        return not self._thread.is_alive()
