@@ -13,7 +13,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from mgcda_core.pipeline.calibration import Calibration
 from mgcda_core.pipeline.detector import Detector
 
 
@@ -32,20 +31,7 @@ def score_into(detector: Detector, network_score: np.ndarray, out: np.ndarray) -
     height, width = out.shape
     cv2.resize(network_score[0, 0].astype(np.float32, copy=False), (width, height), dst=out,
                interpolation=cv2.INTER_LINEAR)
-    return calibrate_in_place(detector.calibration, out)
-
-
-def calibrate_in_place(calibration: Calibration, score: np.ndarray) -> np.ndarray:
-    """``calibration(score)`` written into ``score`` (float32): clip for identity, σ((s - center) / scale) computed
-    as 0.5·(1 + tanh(z / 2)) (no overflow) for logistic."""
-    if calibration.kind == "identity":
-        return np.clip(score, 0.0, 1.0, out=score)
-    score -= np.float32(calibration.center)
-    score *= np.float32(0.5 / calibration.scale)
-    np.tanh(score, out=score)
-    score += np.float32(1.0)
-    score *= np.float32(0.5)
-    return score
+    return detector.calibration.in_place(out)
 
 
 def threshold_into(score: np.ndarray, threshold: float, out: np.ndarray) -> np.ndarray:

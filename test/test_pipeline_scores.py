@@ -87,6 +87,31 @@ def test_logistic_calibration_values():
         Calibration("isotonic")
 
 
+@pytest.mark.parametrize("name", sorted(DEFAULT_CALIBRATION))
+def test_in_place_calibration_writes_the_callers_array_and_matches_float64(name):
+    calibration = DEFAULT_CALIBRATION[name]
+    raw = RNG.normal(-5.0, 6.0, (90, 160)).astype(np.float32)
+    kept = raw.copy()
+    copied = calibration(raw)
+    np.testing.assert_array_equal(raw, kept)  # __call__ leaves its input alone
+    result = calibration.in_place(raw)
+    assert result is raw and result.dtype == np.float32
+    np.testing.assert_array_equal(result, copied)
+    x = kept.astype(np.float64)
+    reference = (np.clip(x, 0, 1) if calibration.kind == "identity"
+                 else 1 / (1 + np.exp(-(x - calibration.center) / calibration.scale)))
+    # float32 steps (shift, scale, tanh, shift, halve) of values in [0, 1]: a few units of float32's last place
+    np.testing.assert_allclose(result, reference, rtol=0, atol=8 * np.finfo(np.float32).eps)
+
+
+def test_logistic_calibration_keeps_extremes_finite_and_in_place_needs_float32():
+    calibration = Calibration("logistic", center=-7.0, scale=1.5)
+    result = calibration.in_place(np.array([[-1e30, -100.0, 0.0, 100.0, 1e30]], np.float32))
+    assert np.all(np.isfinite(result)) and result[0, 0] == 0.0 and result[0, -1] == 1.0
+    with pytest.raises(ValueError, match="float32 score, got float64"):
+        calibration.in_place(np.zeros((2, 2)))
+
+
 def test_sml_accumulator_matches_grouped_numpy(tmp_path):
     batches = [RNG.normal(0, 3, size=(2, 19, 6, 9)) for _ in range(3)]
     batches[0][:, 4] -= 100  # class 4 is never the argmax in any batch

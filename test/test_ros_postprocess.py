@@ -10,12 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from mgcda_core.pipeline.calibration import DEFAULT_CALIBRATION, Calibration
 from mgcda_core.utils.images import read_rgb
 from mgcda_ros.model_loading import load_detector
 from mgcda_ros.overlay import anomaly_mask
 from mgcda_ros.params import NodeParams
-from mgcda_ros.postprocess import calibrate_in_place, run_network, score_into, threshold_into
+from mgcda_ros.postprocess import run_network, score_into, threshold_into
 from mgcda_ros.publish_timing import STEPS, FrameTimer, StepTimes, log_line, parse_log
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
@@ -24,19 +23,6 @@ FRAME = Path(__file__).resolve().parents[1] / "mgcda_ros" / "assets" / "road_ano
     "animals22_red_fox_on_road.jpg"
 
 
-@pytest.mark.parametrize("name", sorted(DEFAULT_CALIBRATION))
-def test_in_place_calibration_equals_the_detectors(name: str):
-    raw = np.random.default_rng(0).normal(-5.0, 6.0, (90, 160)).astype(np.float32)
-    expected = DEFAULT_CALIBRATION[name](raw)
-    result = calibrate_in_place(DEFAULT_CALIBRATION[name], raw.copy())
-    assert result.dtype == np.float32
-    np.testing.assert_allclose(result, expected, rtol=0, atol=2e-7)
-
-
-def test_logistic_calibration_keeps_extremes_finite():
-    raw = np.array([[-1e30, -100.0, 0.0, 100.0, 1e30]], np.float32)
-    result = calibrate_in_place(Calibration("logistic", center=-7.0, scale=1.5), raw)
-    assert np.all(np.isfinite(result)) and result[0, 0] == 0.0 and result[0, -1] == 1.0
 
 
 @pytest.mark.parametrize("score", ["max_logit", "msp"])

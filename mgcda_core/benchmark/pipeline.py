@@ -142,7 +142,8 @@ def run(quick: bool) -> list[dict]:
             def post() -> np.ndarray:
                 import cv2
 
-                return calibration(cv2.resize(score[0, 0], (CAMERA[1], CAMERA[0]), interpolation=cv2.INTER_LINEAR))
+                return calibration.in_place(cv2.resize(score[0, 0], (CAMERA[1], CAMERA[0]),
+                                                       interpolation=cv2.INTER_LINEAR))
 
             row("post-processing", size, median_ms(post, repeats), None)
             shipped_rows(rows, stages, frame, size, repeats, peak)

@@ -37,7 +37,9 @@ def to_network_input(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     height, width = size
     shrink = rgb.shape[0] > height or rgb.shape[1] > width
     resized = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255.0)
+    tensor = np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32)
+    tensor /= np.float32(255.0)  # in place: a second fresh array would cost more than the division
+    return tensor
 
 
 def build_graph(score: str = SHIPPED_SCORE, checkpoint: str | os.PathLike[str] | None = None,
@@ -129,7 +131,8 @@ class Detector:
         expected = (1, 1, *self.input_size)
         if score.shape != expected:
             raise ValueError(f"runtime {self.runtime.name} returned shape {score.shape}, expected {expected}")
-        return cv2.resize(score[0, 0].astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        return cv2.resize(score[0, 0].astype(np.float32, copy=False), (size[1], size[0]),
+                          interpolation=cv2.INTER_LINEAR)
 
     def raw_score(self, image: np.ndarray) -> np.ndarray:
         """Raw anomaly score (higher = more anomalous), float32 H x W at the input's size."""
@@ -138,4 +141,4 @@ class Detector:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Calibrated anomaly score in [0, 1], float32 H x W at the input's size."""
-        return self.calibration(self.raw_score(image))
+        return self.calibration.in_place(self.raw_score(image))  # raw_score's array is this call's own
