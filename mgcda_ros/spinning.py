@@ -25,6 +25,7 @@ class Spinner:
         self._executor = executor
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._error: BaseException | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -36,12 +37,17 @@ class Spinner:
                 self._executor.spin_once(timeout_sec=WAKE_S)
         except ExternalShutdownException:  # the context was shut down by someone else
             pass
+        except Exception as err:  # a callback raised: the waiting thread re-raises it (the node must not live on deaf)
+            self._error = err
 
     def wait(self) -> None:
-        """Block until the spinning ends. Timed joins: a signal can be delivered to any thread (Fast DDS's own
-        threads do not block SIGINT), and then an untimed join never wakes up to run the handler."""
+        """Block until the spinning ends; re-raise what a callback raised, if that ended it. Timed joins: a signal
+        can be delivered to any thread (Fast DDS's own threads do not block SIGINT), and then an untimed join never
+        wakes up to run the handler."""
         while self._thread.is_alive():
             self._thread.join(timeout=0.5)
+        if self._error is not None:
+            raise self._error
 
     def stop(self, timeout: float) -> bool:
         """Stop after the callback in progress; False if the thread still runs ``timeout`` s later."""

@@ -124,3 +124,16 @@ def test_wait_returns_when_the_context_shuts_down(idle_executor) -> None:
 def test_stop_before_start_is_a_no_op(idle_executor) -> None:
     _, executor = idle_executor
     assert Spinner(executor).stop(timeout=0.0)
+
+
+def test_an_exception_in_a_callback_ends_the_spinning_and_reaches_the_waiter(idle_executor) -> None:
+    node, executor = idle_executor
+
+    def broken() -> None:
+        raise ValueError("callback failed")
+    node.create_timer(0.01, broken)
+    spinner = Spinner(executor)
+    spinner.start()
+    with pytest.raises(ValueError, match="callback failed"):
+        spinner.wait()
+    assert spinner.stop(timeout=1.0)
