@@ -126,12 +126,13 @@ class Detector:
         """uint8 HxW[x1|3|4] → float32 1 x 3 x h x w RGB in [0, 1] at the network size."""
         return to_network_input(image, self.input_size)
 
-    def postprocess(self, score: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """Network-size 1 x 1 x h x w score → float32 H x W (bilinear)."""
+    def postprocess(self, score: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+        """Network-size 1 x 1 x h x w score → float32 H x W (bilinear), written into ``out`` when given (a
+        C-contiguous H x W float32 array, e.g. an outgoing message's payload)."""
         expected = (1, 1, *self.input_size)
         if score.shape != expected:
             raise ValueError(f"runtime {self.runtime.name} returned shape {score.shape}, expected {expected}")
-        return cv2.resize(score[0, 0].astype(np.float32, copy=False), (size[1], size[0]),
+        return cv2.resize(score[0, 0].astype(np.float32, copy=False), (size[1], size[0]), dst=out,
                           interpolation=cv2.INTER_LINEAR)
 
     def raw_score(self, image: np.ndarray) -> np.ndarray:
