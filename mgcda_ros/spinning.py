@@ -25,7 +25,7 @@ class Spinner:
         self._executor = executor
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._error: BaseException | None = None
+        self._error: Exception | None = None
 
     def start(self) -> None:
         self._thread.start()
