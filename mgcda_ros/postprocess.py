@@ -21,7 +21,7 @@ def run_network(detector: Detector, rgb: np.ndarray) -> np.ndarray:
 
 def score_into(detector: Detector, network_score: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Calibrated score in [0, 1] at ``out``'s size (HxW float32, C-contiguous), as ``Detector.__call__`` has it."""
-    if out.dtype != np.float32 or out.ndim != 2 or not out.flags.c_contiguous:
+    if out.ndim != 2:
         raise ValueError(f"out must be a C-contiguous HxW float32 array, got {out.dtype} {out.shape}")
     return detector.calibration.in_place(detector.postprocess(network_score, out.shape, out=out))
 

@@ -58,6 +58,17 @@ def test_grey_and_rgba_inputs_are_converted(detector):
     np.testing.assert_array_equal(detector.raw_score(rgba), expected)
 
 
+def test_postprocess_writes_into_the_callers_buffer_or_refuses_it(detector):
+    score = RNG.random((1, 1, *SIZE)).astype(np.float32)
+    expected = detector.postprocess(score, (30, 50))
+    out = np.full((30, 50), np.nan, np.float32)
+    assert detector.postprocess(score, (30, 50), out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    for bad in (np.zeros((30, 51), np.float32), np.zeros((30, 50), np.float64),
+                np.zeros((30, 100), np.float32)[:, ::2], np.zeros((30, 50, 1), np.float32)):
+        with pytest.raises(ValueError, match=r"out must be a C-contiguous float32 array of shape \(30, 50\)"):
+            detector.postprocess(score, (30, 50), out=bad)
+
 @pytest.mark.parametrize("shape, size", [((0, 0, 3), "0x0"), ((1, 1, 3), "1x1"), ((1, 40), "40x1")])
 def test_empty_and_one_pixel_images_refused(detector, shape, size):
     with pytest.raises(ValueError, match=f"image of size {size} is too small"):

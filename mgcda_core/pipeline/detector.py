@@ -132,6 +132,10 @@ class Detector:
         expected = (1, 1, *self.input_size)
         if score.shape != expected:
             raise ValueError(f"runtime {self.runtime.name} returned shape {score.shape}, expected {expected}")
+        # cv2 would silently allocate a new array for a mismatched dst, leaving the caller's buffer stale
+        if out is not None and (out.dtype != np.float32 or out.shape != tuple(size) or not out.flags.c_contiguous):
+            raise ValueError(f"out must be a C-contiguous float32 array of shape {tuple(size)}, "
+                             f"got {out.dtype} {out.shape}")
         return cv2.resize(score[0, 0].astype(np.float32, copy=False), (size[1], size[0]), dst=out,
                           interpolation=cv2.INTER_LINEAR)
 
