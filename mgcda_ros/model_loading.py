@@ -27,8 +27,11 @@ class ModelLoadError(MgcdaError, RuntimeError):
 def load_detector(params: NodeParams) -> Detector:
     """Embedded default when ``model_path`` is empty, else the checkpoint or exported graph it names."""
     size = (params.input_height, params.input_width)
-    # the node's own cache folder, always passed: the runtime factory's default is a different folder
-    options = RuntimeOptions(precision=params.precision, input_size=size, engine_cache_dir=params.engine_cache())
+    # the node's own cache folder, always passed: the runtime factory's default is a different folder. ONNX
+    # Runtime's threads stop after each run: their spinning would take a core from the node's resize, overlay and
+    # publishing, and from the camera driver and planner (docs/ROS.md, "In the node").
+    options = RuntimeOptions(precision=params.precision, input_size=size, engine_cache_dir=params.engine_cache(),
+                             stop_spinning_after_run=True)
     device = resolve_device(params.device)
     path = Path(params.model_path).expanduser() if params.model_path else None
     if path is not None:

@@ -113,3 +113,6 @@ def test_the_score_graph_with_its_record_loads_and_runs(tmp_path: Path) -> None:
     detector = load(path)
     raw = detector.raw_score(np.full((64, 128, 3), 51, np.uint8))
     np.testing.assert_allclose(raw, 0.2, atol=1e-6)
+    # the node's ONNX Runtime threads stop after each run (their spinning would compete with its publishing)
+    options = detector.runtime.session.get_session_options()  # type: ignore[attr-defined]
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"

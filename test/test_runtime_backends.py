@@ -6,6 +6,7 @@ import importlib.util
 import logging
 import re
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,31 @@ def test_onnxruntime_refuses_bad_inputs(tiny_onnx: Path, tmp_path: Path) -> None
         OnnxRuntime(tmp_path / "missing.onnx")
     with pytest.raises(ValueError, match="threads"):
         OnnxRuntime(tiny_onnx, threads=0)
+
+
+def _cpu_ms_while_idle_after_a_run(runtime: OnnxRuntime, x: np.ndarray) -> float:
+    """This process's CPU time (ms) during a 50 ms sleep right after ``runtime.run``: what its threads burn."""
+    runtime.run(x)
+    start = time.process_time()
+    time.sleep(0.05)
+    return 1000 * (time.process_time() - start)
+
+
+def test_onnxruntime_threads_stop_after_a_run_when_asked(tmp_path: Path) -> None:
+    # enough work per run that ONNX Runtime hands part of it to its worker thread
+    wide = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(64, 1, 3, padding=1))
+    path = tmp_path / "wide.onnx"
+    onnx.save(export_to_proto(wide.eval(), ExportConfig(height=128, width=256)), str(path))
+    x = np.random.default_rng(0).random((1, 3, 128, 256), dtype=np.float32)
+    spinning = OnnxRuntime(path, threads=2)
+    default_ms = min(_cpu_ms_while_idle_after_a_run(spinning, x) for _ in range(3))
+    del spinning  # its pool must not burn CPU during the next measurement
+    stopping = OnnxRuntime(path, threads=2, stop_spinning_after_run=True)
+    stop_ms = max(_cpu_ms_while_idle_after_a_run(stopping, x) for _ in range(3))
+    assert stopping.session.get_session_options().get_session_config_entry("session.force_spinning_stop") == "1"
+    if default_ms < 10.0:
+        pytest.skip(f"this ONNX Runtime did not spin after a run here ({default_ms:.1f} ms of CPU in 50 ms idle)")
+    assert stop_ms < default_ms / 3, (stop_ms, default_ms)
 
 
 def test_onnx_without_the_image_input_is_refused_by_name(tmp_path: Path) -> None:

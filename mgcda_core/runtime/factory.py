@@ -43,6 +43,7 @@ class RuntimeOptions:
     engine_cache_dir: str | Path = DEFAULT_ENGINE_CACHE  # "~" is expanded
     input_size: tuple[int, int] = (256, 512)  # (H, W) used when a graph must be exported or an engine built
     threads: int | None = None  # onnxruntime intra-op threads
+    stop_spinning_after_run: bool = False  # onnxruntime: threads stop at the end of each run (see OnnxRuntime)
 
 
 def _kind(model: Model) -> str:
@@ -97,7 +98,8 @@ def _make_onnxruntime(model: Model, device: str, options: RuntimeOptions) -> Run
     if _kind(model) == "engine":
         raise ValueError(f"onnxruntime cannot run the TensorRT engine {model}; give the .onnx file")
     source = _export(model, options) if isinstance(model, torch.nn.Module) else model
-    return OnnxRuntime(source, device=device, threads=options.threads)
+    return OnnxRuntime(source, device=device, threads=options.threads,
+                       stop_spinning_after_run=options.stop_spinning_after_run)
 
 
 def _make_tensorrt(model: Model, device: str, options: RuntimeOptions) -> Runtime:

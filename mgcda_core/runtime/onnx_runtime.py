@@ -23,12 +23,18 @@ class OnnxRuntime:
     Session options: graph optimisation level ALL (constant folding, Conv+BatchNorm and activation fusion),
     sequential execution, ``threads`` intra-op threads (None: ONNX Runtime's default, one per physical core).
     On CPU the session runs the model with ``export.cpu_rewrites.for_cpu`` applied (PReLU as depthwise scalings).
+
+    ``stop_spinning_after_run``: ONNX Runtime's worker threads stop at the end of each run
+    (``session.force_spinning_stop``) instead of spinning for the next one, which by default keeps a core busy
+    for 30 ms and more after ``run`` returns (measured here with 2 threads). For callers that do other work
+    between runs, e.g. a ROS node that resizes, thresholds and publishes each result while the camera driver and
+    the planner share the same cores; back-to-back runs are faster with the default (docs/ROS.md).
     """
 
     name = "onnxruntime"
 
     def __init__(self, model: str | Path | bytes | onnx.ModelProto, device: str = "cpu",
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, stop_spinning_after_run: bool = False) -> None:
         if isinstance(model, (str, Path)):
             path = Path(model)
             if not path.is_file():
@@ -56,6 +62,8 @@ class OnnxRuntime:
             if threads <= 0:
                 raise ValueError(f"threads must be positive, got {threads}")
             options.intra_op_num_threads = threads
+        if stop_spinning_after_run:
+            options.add_session_config_entry("session.force_spinning_stop", "1")
         self.device = device
         self.session = ort.InferenceSession(proto.SerializeToString(), sess_options=options, providers=providers)
         self.provider = self.session.get_providers()[0]
