@@ -21,6 +21,7 @@ from mgcda_core.errors import DataError
 from mgcda_core.export.engine_cache import write_engine
 from mgcda_core.export.onnx_export import OPSET, ExportConfig, export_onnx
 from mgcda_core.export.parameters import parameter_report
+from mgcda_core.model.shipped import SHIPPED_SCORE
 from mgcda_core.runtime.factory import DEFAULT_ENGINE_CACHE
 from mgcda_core.utils.cli import user_errors
 from mgcda_core.utils.outputs import check_output_file
@@ -40,7 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="do not export: build the engine from an existing --onnx (on the target device)")
     parser.add_argument("--stages", choices=STAGES, default="score",
                         help="prefix of the inference path to export (default: the full path to the score)")
-    parser.add_argument("--score", help="score to export (default: dissimilarity with --checkpoint, else max_logit)")
+    parser.add_argument("--score", help=f"score to export (default: dissimilarity with --checkpoint, else {SHIPPED_SCORE} "
+                                        "of the network shipped in the package, like Detector.default)")
     parser.add_argument("--height", type=int, default=DEFAULT_INPUT_SIZE[0], help="network input height")
     parser.add_argument("--width", type=int, default=DEFAULT_INPUT_SIZE[1], help="network input width")
     parser.add_argument("--dynamic", action="store_true", help="symbolic batch, height and width")
@@ -81,7 +83,7 @@ def read_onnx(path: Path) -> onnx.ModelProto:
 def export(args: argparse.Namespace) -> None:
     from mgcda_core.pipeline.detector import build_graph
 
-    score = args.score or ("dissimilarity" if args.checkpoint else "max_logit")
+    score = args.score or ("dissimilarity" if args.checkpoint else SHIPPED_SCORE)
     config = ExportConfig(height=args.height, width=args.width, dynamic=args.dynamic, output_name=args.stages)
     graph = build_graph(score, args.checkpoint, output=args.stages)
 
