@@ -29,7 +29,7 @@ def load_detector(params: NodeParams) -> Detector:
     size = (params.input_height, params.input_width)
     # the node's own cache folder, always passed: the runtime factory's default is a different folder. ONNX
     # Runtime's threads stop after each run: their spinning would take a core from the node's resize, overlay and
-    # publishing, and from the camera driver and planner (docs/ROS.md, "In the node").
+    # publishing, and from the camera driver and planner (docs/ROS.md, "ONNX Runtime's threads after each run").
     options = RuntimeOptions(precision=params.precision, input_size=size, engine_cache_dir=params.engine_cache(),
                              stop_spinning_after_run=True)
     device = resolve_device(params.device)

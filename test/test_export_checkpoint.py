@@ -177,7 +177,6 @@ def test_untrained_efficientnet_checkpoint_passes_the_parameter_check(tmp_path: 
     assert report["baseline_dissimnet_parameters"] == baseline and report["shared_encoder_parameters"] == 0
 
 
-
 def test_without_a_checkpoint_the_shipped_default_detector_is_exported(tmp_path: Path) -> None:
     """No --checkpoint and no --score: the graph ``Detector.default()`` runs (the shipped network, dissimilarity),
     not a training-free score; ONNX Runtime agrees with PyTorch within the bound float32 explains."""
