@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+import rclpy
 from onnx_graphs import score_graph, write_graph
+from rclpy.context import Context
 
 from mgcda_core.pipeline.detector import Detector
 from mgcda_ros.model_loading import ModelLoadError, load_detector
+from mgcda_ros.node import AnomalyDetection
 from mgcda_ros.params import NodeParams
 
 SIZE = {"input_height": 64, "input_width": 128}
@@ -113,6 +117,33 @@ def test_the_score_graph_with_its_record_loads_and_runs(tmp_path: Path) -> None:
     detector = load(path)
     raw = detector.raw_score(np.full((64, 128, 3), 51, np.uint8))
     np.testing.assert_allclose(raw, 0.2, atol=1e-6)
-    # the node's ONNX Runtime threads stop after each run (their spinning would compete with its publishing)
+
+
+def _stops_spinning(detector: Detector) -> bool:
     options = detector.runtime.session.get_session_options()  # type: ignore[attr-defined]
-    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    try:
+        return options.get_session_config_entry("session.force_spinning_stop") == "1"
+    except RuntimeError:  # ONNX Runtime: "does not have configuration with key" when never set
+        return False
+
+
+def test_only_the_node_asks_onnx_runtime_to_stop_its_threads_after_each_run(tmp_path: Path) -> None:
+    path = write_graph(score_graph(64, 128), tmp_path / "model.onnx", {"description": {"stages": "score",
+                                                                                        "score": "max_logit"}})
+    assert not _stops_spinning(load(path))  # replay and the demo run frames back to back: spinning pays there
+    assert _stops_spinning(load_detector(NodeParams.from_mapping({
+        "model_path": str(path), "score": "max_logit", "backend": "onnxruntime", "device": "cpu", **SIZE}),
+        stop_spinning_after_run=True))
+    context = Context()
+    rclpy.init(context=context, domain_id=(int(os.environ["ROS_DOMAIN_ID"]) + 43) % 200)
+    node = rclpy.create_node("model_loading_test", context=context)
+    try:  # the node's own loading path
+        detection = AnomalyDetection(node, NodeParams.from_mapping({
+            "model_path": str(path), "score": "max_logit", "backend": "onnxruntime", "device": "cpu", **SIZE}))
+        detection.configure()
+        assert detection.detector is not None and _stops_spinning(detection.detector)
+        detection.cleanup()
+        detection.close()
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
