@@ -176,20 +176,3 @@ def test_untrained_efficientnet_checkpoint_passes_the_parameter_check(tmp_path: 
     assert report["exported_parameters_by_component"]["dissimilarity"] == baseline
     assert report["baseline_dissimnet_parameters"] == baseline and report["shared_encoder_parameters"] == 0
 
-
-def test_without_a_checkpoint_the_shipped_default_detector_is_exported(tmp_path: Path) -> None:
-    """No --checkpoint and no --score: the graph ``Detector.default()`` runs (the shipped network, dissimilarity),
-    not a training-free score; ONNX Runtime agrees with PyTorch within the bound float32 explains."""
-    out = tmp_path / "default.onnx"
-    assert main(["--onnx", str(out), "--height", "64", "--width", "128"]) == 0
-    record = json.loads(out.with_name(out.name + ".json").read_text())
-    description = record["description"]
-    assert description["score"] == "dissimilarity" and description["checkpoint"] is None
-    assert description["architecture"]["encoder"] == "efficientnet_lite0"
-    image = reference_image(ExportConfig(height=64, width=128))  # the image the exporter checked
-    (onnx_out,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"image": image})
-    with torch.inference_mode():
-        torch_out = build_graph("dissimilarity")(torch.from_numpy(image)).numpy()
-    assert onnx_out.shape == torch_out.shape == (1, 1, 64, 128)
-    allowed = NOISE_FACTOR * (record["float32_error"] + float(np.spacing(np.abs(torch_out).max())))
-    assert float(np.abs(onnx_out - torch_out).max()) <= allowed
