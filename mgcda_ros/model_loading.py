@@ -24,18 +24,11 @@ class ModelLoadError(MgcdaError, RuntimeError):
     """The model file named by ``model_path`` is missing or unusable; the message names it."""
 
 
-def load_detector(params: NodeParams, stop_spinning_after_run: bool = False) -> Detector:
-    """Embedded default when ``model_path`` is empty, else the checkpoint or exported graph it names.
-
-    ``stop_spinning_after_run``: ONNX Runtime's threads stop at the end of each run (``RuntimeOptions``). The node
-    sets it: their spinning would take a core from its resize, overlay and publishing, and from the camera driver
-    and planner (docs/ROS.md, "ONNX Runtime's threads after each run"); replay and the demo run frames back to back,
-    where the spinning pays.
-    """
+def load_detector(params: NodeParams) -> Detector:
+    """Embedded default when ``model_path`` is empty, else the checkpoint or exported graph it names."""
     size = (params.input_height, params.input_width)
     # the node's own cache folder, always passed: the runtime factory's default is a different folder
-    options = RuntimeOptions(precision=params.precision, input_size=size, engine_cache_dir=params.engine_cache(),
-                             stop_spinning_after_run=stop_spinning_after_run)
+    options = RuntimeOptions(precision=params.precision, input_size=size, engine_cache_dir=params.engine_cache())
     device = resolve_device(params.device)
     path = Path(params.model_path).expanduser() if params.model_path else None
     if path is not None:

@@ -155,7 +155,7 @@ class AnomalyDetection:
         self.state = "loading"
         self._publish_diagnostics()  # now: loading may take less than the diagnostics period
         try:
-            self.detector = load_detector(self.params, stop_spinning_after_run=True)
+            self.detector = load_detector(self.params)
         except BaseException:
             self.state = "unconfigured"
             raise

@@ -43,7 +43,7 @@ class RuntimeOptions:
     engine_cache_dir: str | Path = DEFAULT_ENGINE_CACHE  # "~" is expanded
     input_size: tuple[int, int] = (256, 512)  # (H, W) used when a graph must be exported or an engine built
     threads: int | None = None  # onnxruntime intra-op threads
-    stop_spinning_after_run: bool = False  # onnxruntime: threads stop at the end of each run (see OnnxRuntime)
+    stop_spinning_after_run: bool = True  # onnxruntime: threads stop at the end of each run (see OnnxRuntime)
 
 
 def _kind(model: Model) -> str:

@@ -24,17 +24,19 @@ class OnnxRuntime:
     sequential execution, ``threads`` intra-op threads (None: ONNX Runtime's default, one per physical core).
     On CPU the session runs the model with ``export.cpu_rewrites.for_cpu`` applied (PReLU as depthwise scalings).
 
-    ``stop_spinning_after_run``: ONNX Runtime's worker threads stop at the end of each run
-    (``session.force_spinning_stop``) instead of spinning for the next one, which by default keeps a core busy
-    for 30 ms and more after ``run`` returns (measured here with 2 threads). For callers that do other work
-    between runs, e.g. a ROS node that resizes, thresholds and publishes each result while the camera driver and
-    the planner share the same cores; back-to-back runs are faster with the default (docs/ROS.md).
+    ``stop_spinning_after_run`` (default True): ONNX Runtime's worker threads stop at the end of each run
+    (``session.force_spinning_stop``) instead of spinning for the next one, which in ONNX Runtime's default keeps
+    a core busy for 30 ms and more after ``run`` returns (measured here with 2 threads). Every caller does work
+    between runs (resizing, calibration, a ROS node's publishing, the camera driver and planner beside it), and that
+    work then got one core instead of two. Measured here (docs/RESULTS.md, docs/ROS.md): the shipped pipeline end to
+    end 103-109 ms a frame with it against 107-116 without, the graph alone back to back 102-105 against 100-108,
+    the node's work after the model 10-11 ms against 18.
     """
 
     name = "onnxruntime"
 
     def __init__(self, model: str | Path | bytes | onnx.ModelProto, device: str = "cpu",
-                 threads: int | None = None, stop_spinning_after_run: bool = False) -> None:
+                 threads: int | None = None, stop_spinning_after_run: bool = True) -> None:
         if isinstance(model, (str, Path)):
             path = Path(model)
             if not path.is_file():
