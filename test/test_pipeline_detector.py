@@ -69,6 +69,7 @@ def test_postprocess_writes_into_the_callers_buffer_or_refuses_it(detector):
         with pytest.raises(ValueError, match=r"out must be a C-contiguous float32 array of shape \(30, 50\)"):
             detector.postprocess(score, (30, 50), out=bad)
 
+
 @pytest.mark.parametrize("shape, size", [((0, 0, 3), "0x0"), ((1, 1, 3), "1x1"), ((1, 40), "40x1")])
 def test_empty_and_one_pixel_images_refused(detector, shape, size):
     with pytest.raises(ValueError, match=f"image of size {size} is too small"):
