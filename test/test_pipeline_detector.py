@@ -14,7 +14,7 @@ from mgcda_core.model.segmentation import DEFAULT_WEIGHTS
 from mgcda_core.model.shipped import SHIPPED_DISSIMILARITY
 from mgcda_core.pipeline import Detector, InferenceGraph, scores
 from mgcda_core.pipeline.detector import weights_info
-from mgcda_core.pipeline.uncertainty import entropy, normalise_entropy
+from mgcda_core.pipeline.uncertainty import entropy_and_softmax_distance, normalise_entropy
 from mgcda_core.sml_stats import main as sml_stats_main
 from mgcda_core.utils.images import write_png
 
@@ -112,7 +112,7 @@ def test_from_checkpoint_dissimilarity_and_ensemble(dissim_detector):
         p = graph(x)[:, 0]
         out = graph.stages(x)
         ens = InferenceGraph(graph.stages, "ensemble", graph.dissimilarity).eval()(x)[:, 0]
-    torch.testing.assert_close(ens, 0.75 * p + 0.25 * normalise_entropy(entropy(torch.softmax(out.logits, 1))))
+    torch.testing.assert_close(ens, 0.75 * p + 0.25 * normalise_entropy(entropy_and_softmax_distance(out.logits)[0]))
     assert dissim.info["dissimilarity"] == "tiny.pt"
 
 

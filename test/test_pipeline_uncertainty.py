@@ -27,16 +27,19 @@ class PoolPyramid(U.FeaturePyramid):
 
 def test_entropy_and_softmax_distance_maps_equal_hand_computation():
     rng = np.random.default_rng(1)
-    probs = softmax_np(rng.normal(0, 2, size=(2, 19, 6, 8)))
+    logits = rng.normal(0, 2, size=(2, 19, 6, 8))
+    probs = softmax_np(logits)
     h = -(probs * np.log(probs)).sum(1)
     top = np.sort(probs, 1)[:, ::-1]
     d = top[:, 0] - top[:, 1]
     per = lambda x, f: f(x.reshape(2, -1), 1).reshape(2, 1, 1)  # noqa: E731
     expected_h = (h - per(h, np.min)) / per(h, np.max)
     expected_d = 1 - (d - per(d, np.min)) / per(d, np.max)
-    t = torch.from_numpy(probs)
-    np.testing.assert_allclose(U.normalise_entropy(U.entropy(t)).numpy(), expected_h, atol=1e-10)
-    np.testing.assert_allclose(U.normalise_softmax_distance(U.softmax_distance(t)).numpy(), expected_d, atol=1e-10)
+    got_h, got_d = U.entropy_and_softmax_distance(torch.from_numpy(logits))
+    np.testing.assert_allclose(got_h.numpy(), h, atol=1e-12)
+    np.testing.assert_allclose(got_d.numpy(), d, atol=1e-12)
+    np.testing.assert_allclose(U.normalise_entropy(got_h).numpy(), expected_h, atol=1e-10)
+    np.testing.assert_allclose(U.normalise_softmax_distance(got_d).numpy(), expected_d, atol=1e-10)
 
 
 def test_perceptual_difference_weights_levels():
@@ -60,13 +63,14 @@ def test_min_max_and_constant_maps():
 
 def test_uncertainty_maps_module_in_unit_range_and_consistent():
     torch.manual_seed(0)
-    probs = torch.softmax(torch.randn(2, 19, 8, 12) * 3, 1)
+    logits = torch.randn(2, 19, 8, 12) * 3
     image, synthesis = torch.randn(2, 3, 8, 12), torch.randn(2, 3, 8, 12)
-    maps = U.UncertaintyMaps(PoolPyramid())(probs, image, synthesis)
+    maps = U.UncertaintyMaps(PoolPyramid())(logits, image, synthesis)
     assert maps.shape == (2, 3, 8, 12)
     assert maps.min() >= 0 and maps.max() <= 1
-    torch.testing.assert_close(maps[:, 0], U.normalise_entropy(U.entropy(probs)))
-    torch.testing.assert_close(maps[:, 1], U.normalise_softmax_distance(U.softmax_distance(probs)))
+    h, d = U.entropy_and_softmax_distance(logits)
+    torch.testing.assert_close(maps[:, 0], U.normalise_entropy(h))
+    torch.testing.assert_close(maps[:, 1], U.normalise_softmax_distance(d))
     diff0 = (image - synthesis).abs().mean(1).numpy()
     diff1 = (nn.functional.avg_pool2d(image, 2) - nn.functional.avg_pool2d(synthesis, 2)).abs().mean(1, keepdim=True)
     raw = 0.5 * diff0 + nn.functional.interpolate(diff1, size=(8, 12), mode="bilinear").numpy()[:, 0]
@@ -111,34 +115,44 @@ def test_default_perceptual_extractor_is_offline_efficientnet_lite0():
 
 
 def test_softmax_distance_equals_top_two_difference_with_ties():
-    probs = torch.softmax(torch.randn(2, 19, 5, 7, generator=torch.Generator().manual_seed(0)) * 3, 1)
-    probs[0, :, 0, 0] = 1 / 19  # all classes tie: distance 0
-    probs[1, :, 1, 1] = 0.0
-    probs[1, 3, 1, 1] = probs[1, 8, 1, 1] = 0.5  # two winners tie: distance 0
-    top2 = torch.topk(probs, 2, dim=1).values
-    expected = top2[:, 0] - top2[:, 1]
-    assert torch.equal(U.softmax_distance(probs), expected)
-    assert U.softmax_distance(probs)[0, 0, 0] == 0 and U.softmax_distance(probs)[1, 1, 1] == 0
+    logits = torch.randn(2, 19, 5, 7, generator=torch.Generator().manual_seed(0)) * 3
+    logits[0, :, 0, 0] = 0.7  # all classes tie: distance 0
+    logits[1, :, 1, 1] = -5.0
+    logits[1, 3, 1, 1] = logits[1, 8, 1, 1] = 2.0  # two winners tie: distance 0
+    top2 = torch.topk(torch.softmax(logits.double(), 1), 2, dim=1).values
+    expected = (top2[:, 0] - top2[:, 1]).float()
+    _, d = U.entropy_and_softmax_distance(logits)
+    # float32: e, S and 1 - e each rounded (2^-24 relative), a quotient of numbers <= 1 by S >= 1
+    torch.testing.assert_close(d, expected, rtol=0, atol=8 * 2**-24)
+    assert d[0, 0, 0] == 0 and d[1, 1, 1] == 0
+    assert torch.all(d >= 0) and torch.all(d <= 1)
 
 
 def test_softmax_distance_with_the_segmentations_winner_is_the_same_map():
     logits = torch.randn(2, 19, 5, 7, generator=torch.Generator().manual_seed(3)) * 3
     logits[0, 4, 2, 2] = logits[0, 11, 2, 2] = logits[0, :, 2, 2].max() + 1.0  # a tie between two winners
-    probs = torch.softmax(logits, 1)
     winner = torch.nn.functional.one_hot(logits.argmax(1), 19).permute(0, 3, 1, 2).float()
-    assert torch.equal(U.softmax_distance(probs, winner), U.softmax_distance(probs))
-    assert U.softmax_distance(probs, winner)[0, 2, 2] == 0
+    with_winner = U.entropy_and_softmax_distance(logits, winner)
+    assert all(torch.equal(a, b) for a, b in zip(with_winner, U.entropy_and_softmax_distance(logits)))
+    assert with_winner[1][0, 2, 2] == 0
+    assert winner[0, 4, 2, 2] == 1  # arg-max takes the first of the tie
+    winner_b = winner.clone()
+    winner_b[0, :, 2, 2] = 0
+    winner_b[0, 11, 2, 2] = 1  # the other arg-max of the two: same maps
+    assert all(torch.equal(a, b) for a, b in zip(with_winner, U.entropy_and_softmax_distance(logits, winner_b)))
 
 
-def test_entropy_from_log_softmax_equals_the_clamped_form_and_is_exact_where_p_underflows():
+def test_entropy_from_logits_is_exact_within_float32_rounding_and_where_p_underflows():
     logits = torch.randn(2, 19, 6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) * 4
-    logits[1, 0, 0, 0] = 200.0  # every other class underflows to p = 0 in float32
+    logits[1, :, 0, 0] = -120.0
+    logits[1, 0, 0, 0] = 80.0  # every other class underflows to p = 0 in float32 (exp(-200))
+    logits = logits.float().double()  # the float32 logits, evaluated exactly below
     probs, log_probs = torch.softmax(logits, 1), torch.log_softmax(logits, 1)
     exact = -(probs * log_probs).sum(1)
-    f32 = U.entropy(probs.float(), log_probs.float()).double()
-    # float32 rounding (2^-24 relative) of 19 terms |p log p| <= 1/e and of a sum <= log 19: a few 1e-6
-    rounding = 19 * 4 * 2**-24 * np.log(19)
-    torch.testing.assert_close(f32, exact, rtol=0, atol=rounding)
-    clamp = 19 * U.EPS * abs(np.log(U.EPS))  # the clamped form's own deviation
-    torch.testing.assert_close(U.entropy(probs.float()).double(), exact, rtol=0, atol=rounding + clamp)
-    assert f32[1, 0, 0] == 0
+    h, _ = U.entropy_and_softmax_distance(logits.float())
+    # float32 rounding (2^-24 relative): 19 terms |e z| <= 1/e summed (a sum <= 19/e), S <= 19 summed, log S
+    # and one quotient; each error a few ulps of values below 19/e + log 19
+    rounding = 4 * 19 * (19 / np.e + np.log(19)) * 2**-24
+    torch.testing.assert_close(h.double(), exact, rtol=0, atol=rounding)
+    assert h[1, 0, 0] == 0
+    assert torch.all(h >= 0)

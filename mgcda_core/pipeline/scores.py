@@ -40,14 +40,6 @@ def softmax_channels(logits: torch.Tensor) -> torch.Tensor:
     return exp / exp.sum(1, keepdim=True)
 
 
-def softmax_and_log_softmax_channels(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``softmax_channels`` and ``log_softmax_channels`` of the same logits, sharing the shift and the sum."""
-    shifted = logits - logits.amax(1, keepdim=True)
-    exp = shifted.exp()
-    total = exp.sum(1, keepdim=True)
-    return exp / total, shifted - total.log()
-
-
 def msp(logits: torch.Tensor) -> torch.Tensor:
     """1 - maximum softmax probability = 1 - 1 / Σ_c exp(l_c - max l)."""
     return 1.0 - 1.0 / (logits - logits.amax(1, keepdim=True)).exp().sum(1)

@@ -11,7 +11,6 @@ from mgcda_core.constants import IMAGENET_MEAN, IMAGENET_STD
 from mgcda_core.model.segmentation import SegmentationNet, load_segmentation
 from mgcda_core.pipeline.perceptual import efficientnet_lite0_features
 from mgcda_core.pipeline.resynthesis import ClassMeanResynthesis, one_hot
-from mgcda_core.pipeline.scores import softmax_and_log_softmax_channels
 from mgcda_core.pipeline.uncertainty import FeaturePyramid, UncertaintyMaps
 
 
@@ -62,6 +61,5 @@ class InferenceStages(nn.Module):
         onehot = one_hot(semantic, logits.shape[1], logits.dtype)
         synthesis = self.resynthesis(semantic, image, onehot=onehot)
         features = self.uncertainty.features(imagenet_normalise(image), imagenet_normalise(synthesis))
-        probs, log_probs = softmax_and_log_softmax_channels(logits)
-        uncertainty = self.uncertainty.from_features(probs, features, winner=onehot, log_probs=log_probs)
+        uncertainty = self.uncertainty.from_features(logits, features, winner=onehot)
         return StageOutputs(logits, semantic, onehot, synthesis, uncertainty, features)

@@ -329,8 +329,8 @@ class ESPNetv2(SegmentationNet):
                                      (l1, self.merge_enc_dec_l4, self.bu_br_l4, self.bu_dec_l4)):
             out = F.interpolate(out, size=skip.shape[-2:], mode="bilinear", align_corners=True)
             out = dec(br(merge(skip) + out))
-        out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=True)
-        return out[:, :NUM_CLASSES]
+        # slice first: per-channel interpolation commutes with it, and the full-size copy of the extra channel goes
+        return F.interpolate(out[:, :NUM_CLASSES], size=x.shape[-2:], mode="bilinear", align_corners=True)
 
 
 def parse_weights_name(path: str | os.PathLike[str]) -> tuple[float, tuple[int, int]]:
