@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from mgcda_core.benchmark.pipeline import end_to_end_row
@@ -24,3 +25,22 @@ def test_end_to_end_row_times_the_exported_graph_and_reports_its_work() -> None:
     assert row["stage"] == f"end to end, max logit, {1000.0 / row['ms']:.1f} frames/s"
     with torch.inference_mode():
         assert row["GFLOP"] == call_flops(lambda: graph(image)) / 1e9 > 0
+
+
+def test_sustained_row_reports_the_range_of_its_blocks_and_refuses_empty_blocks() -> None:
+    size = (64, 128)
+    frame = np.random.default_rng(1).integers(0, 256, (96, 160, 3), dtype=np.uint8)
+    image = torch.from_numpy(to_network_input(frame, size))
+    graph = build_graph("max_logit").eval()
+    rows: list[dict] = []
+    with torch.inference_mode():
+        end_to_end_row(rows, "end to end", graph, frame, image, size, repeats=3, blocks=2)
+    (row,) = rows
+    prefix, rates = row["stage"].rsplit(": ", 1)
+    assert prefix == "end to end, 2 blocks of 3 frames"
+    low, high = (float(v) for v in rates.removesuffix(" frames/s").split("-"))
+    assert 0 < low <= high
+    # the median over all six frames lies between the blocks' medians (the label rounds rates to 0.1 frames/s)
+    assert 1000.0 / (high + 0.05) <= row["ms"] <= 1000.0 / (low - 0.05)
+    with pytest.raises(ValueError, match="blocks and repeats must be >= 1"):
+        end_to_end_row([], "end to end", graph, frame, image, size, repeats=3, blocks=0)
