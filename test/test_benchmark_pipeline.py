@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -10,31 +12,33 @@ from mgcda_core.benchmark.pipeline import end_to_end_row
 from mgcda_core.pipeline.detector import build_graph, to_network_input
 from mgcda_core.utils.flops import call_flops
 
+SIZE = (64, 128)
 
-def test_end_to_end_row_times_the_exported_graph_and_reports_its_work() -> None:
-    size = (64, 128)
+
+@pytest.fixture(scope="module")
+def case() -> dict[str, Any]:
+    """A camera frame, its network tensor and the max-logit graph at SIZE."""
     frame = np.random.default_rng(0).integers(0, 256, (96, 160, 3), dtype=np.uint8)
-    image = torch.from_numpy(to_network_input(frame, size))
-    graph = build_graph("max_logit").eval()
+    return {"graph": build_graph("max_logit").eval(), "frame": frame,
+            "image": torch.from_numpy(to_network_input(frame, SIZE)), "size": SIZE}
+
+
+def test_end_to_end_row_times_the_exported_graph_and_reports_its_work(case: dict[str, Any]) -> None:
     rows: list[dict] = []
     with torch.inference_mode():
-        end_to_end_row(rows, "end to end, max logit", graph, frame, image, size, repeats=2)
+        end_to_end_row(rows, "end to end, max logit", **case, repeats=2)
     (row,) = rows
     assert row["backend"] == "onnxruntime" and row["size"] == "64x128"
     assert row["ms"] > 0
     assert row["stage"] == f"end to end, max logit, {1000.0 / row['ms']:.1f} frames/s"
     with torch.inference_mode():
-        assert row["GFLOP"] == call_flops(lambda: graph(image)) / 1e9 > 0
+        assert row["GFLOP"] == call_flops(lambda: case["graph"](case["image"])) / 1e9 > 0
 
 
-def test_sustained_row_reports_the_range_of_its_blocks_and_refuses_empty_blocks() -> None:
-    size = (64, 128)
-    frame = np.random.default_rng(1).integers(0, 256, (96, 160, 3), dtype=np.uint8)
-    image = torch.from_numpy(to_network_input(frame, size))
-    graph = build_graph("max_logit").eval()
+def test_sustained_row_reports_the_range_of_its_blocks_and_refuses_empty_blocks(case: dict[str, Any]) -> None:
     rows: list[dict] = []
     with torch.inference_mode():
-        end_to_end_row(rows, "end to end", graph, frame, image, size, repeats=3, blocks=2)
+        end_to_end_row(rows, "end to end", **case, repeats=3, blocks=2)
     (row,) = rows
     prefix, rates = row["stage"].rsplit(": ", 1)
     assert prefix == "end to end, 2 blocks of 3 frames"
@@ -43,4 +47,4 @@ def test_sustained_row_reports_the_range_of_its_blocks_and_refuses_empty_blocks(
     # the median over all six frames lies between the blocks' medians (the label rounds rates to 0.1 frames/s)
     assert 1000.0 / (high + 0.05) <= row["ms"] <= 1000.0 / (low - 0.05)
     with pytest.raises(ValueError, match="blocks and repeats must be >= 1"):
-        end_to_end_row([], "end to end", graph, frame, image, size, repeats=3, blocks=0)
+        end_to_end_row([], "end to end", **case, repeats=3, blocks=0)
