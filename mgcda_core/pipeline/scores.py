@@ -34,12 +34,6 @@ def log_softmax_channels(logits: torch.Tensor) -> torch.Tensor:
     return shifted - shifted.exp().sum(1, keepdim=True).log()
 
 
-def softmax_channels(logits: torch.Tensor) -> torch.Tensor:
-    """softmax over dim 1 of N x C x H x W, as ``log_softmax_channels`` explains."""
-    exp = (logits - logits.amax(1, keepdim=True)).exp()
-    return exp / exp.sum(1, keepdim=True)
-
-
 def msp(logits: torch.Tensor) -> torch.Tensor:
     """1 - maximum softmax probability = 1 - 1 / Σ_c exp(l_c - max l)."""
     return 1.0 - 1.0 / (logits - logits.amax(1, keepdim=True)).exp().sum(1)
