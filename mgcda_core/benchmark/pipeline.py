@@ -12,6 +12,7 @@ matrix-multiply peak measured in the same run, same threads.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -35,16 +36,21 @@ SUSTAINED_FRAMES = (4, 40)  # the shipped pipeline end to end, full run: (blocks
 BUDGET_S = 20.0  # per measurement: heavy stages (VGG16 at 512x1024 on CPU) stop repeating after this
 
 
-def median_ms(fn: Callable[[], object], repeats: int, budget_s: float = BUDGET_S) -> float:
-    """Median wall time of ``fn`` in ms after one warm-up call: ``repeats`` calls, fewer (at least one) when
-    they exceed ``budget_s``."""
+def times_ms(fn: Callable[[], object], repeats: int, budget_s: float = BUDGET_S) -> list[float]:
+    """Wall times of ``fn`` in ms after one warm-up call: ``repeats`` calls, fewer (at least one) when they exceed
+    ``budget_s``."""
     fn()
     times: list[float] = []
-    while len(times) < repeats and (not times or sum(times) < budget_s):
+    while len(times) < repeats and (not times or sum(times) < budget_s * 1000.0):
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+        times.append(1000.0 * (time.perf_counter() - start))
+    return times
+
+
+def median_ms(fn: Callable[[], object], repeats: int, budget_s: float = BUDGET_S) -> float:
+    """Median of ``times_ms``."""
+    return statistics.median(times_ms(fn, repeats, budget_s))
 
 
 def matmul_peak(repeats: int, n: int = 1024) -> float:
@@ -91,8 +97,9 @@ def shipped_rows(rows: list[dict], stages: InferenceStages, frame: np.ndarray, s
 def end_to_end_row(rows: list[dict], label: str, graph: InferenceGraph, frame: np.ndarray, image: torch.Tensor,
                    size: tuple[int, int], repeats: int, blocks: int = 1) -> None:
     """Camera frame in, calibrated score map out: pre-processing, ``graph`` exported and run by ONNX Runtime,
-    post-processing. ``blocks`` > 1: that many blocks of ``repeats`` frames back to back (sustained), the label
-    giving the range of the blocks' medians in frames/s and ``ms`` the median over all frames."""
+    post-processing. ``blocks`` > 1: that many blocks of ``repeats`` frames back to back (sustained; each block
+    after one untimed call, as ``times_ms`` does), the label giving the range of the blocks' medians in frames/s and
+    ``ms`` the median over all frames."""
     from mgcda_core.export.onnx_export import ExportConfig, export_to_proto
     from mgcda_core.runtime.onnx_runtime import OnnxRuntime
 
@@ -100,15 +107,8 @@ def end_to_end_row(rows: list[dict], label: str, graph: InferenceGraph, frame: n
         raise ValueError(f"blocks and repeats must be >= 1, got {blocks} and {repeats}")
     detector = Detector(OnnxRuntime(export_to_proto(graph, ExportConfig(height=size[0], width=size[1]))),
                         graph.score, size)
-    detector(frame)  # warm-up: first-run allocations
-    times: list[list[float]] = []
-    for _ in range(blocks):
-        block = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            detector(frame)
-            block.append(1000.0 * (time.perf_counter() - start))
-        times.append(block)
+    # no time budget: every block has its ``repeats`` frames, as the label says
+    times = [times_ms(lambda: detector(frame), repeats, budget_s=math.inf) for _ in range(blocks)]
     ms = statistics.median(t for block in times for t in block)
     if blocks == 1:
         stage = f"{label}, {1000.0 / ms:.1f} frames/s"
