@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mgcda_core.pipeline.resynthesis import one_hot
+
 EPS = 1e-8
 
 # Synboost's VGG19 perceptual loss: slices of vgg19.features and their weights (deepest level weight 1).
@@ -53,8 +55,7 @@ def entropy_and_softmax_distance(logits: torch.Tensor, winner: torch.Tensor | No
     exp = shifted.exp()
     total = exp.sum(1)
     if winner is None:
-        classes = torch.arange(logits.shape[1], device=logits.device).view(1, -1, 1, 1)
-        winner = (classes == logits.argmax(1, keepdim=True)).to(logits.dtype)
+        winner = one_hot(logits.argmax(1), logits.shape[1], logits.dtype)
     entropy = total.log() - (exp * shifted).sum(1) / total
     distance = (1.0 - (exp - winner).amax(1)) / total
     return entropy, distance
