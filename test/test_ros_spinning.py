@@ -23,37 +23,8 @@ from mgcda_ros.spinning import WAKE_S, Spinner
 pytestmark = pytest.mark.ros
 
 # A node that publishes to itself every millisecond: its executor is always busy in rcl_wait or a callback when
-# the process ends. The same script with executor.spin() in a daemon thread aborted in 18 of 20 runs here.
-BUSY_EXIT = textwrap.dedent("""
-    import sys, time
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from std_msgs.msg import String
-    from mgcda_ros.spinning import Spinner
-
-    rclpy.init()
-    node = rclpy.create_node("busy_exit")
-    pub = node.create_publisher(String, "chatter", 10)
-    node.create_subscription(String, "chatter", lambda msg: None, 10)
-    node.create_timer(0.001, lambda: pub.publish(String(data="x" * 100)))
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spinner = Spinner(executor)
-    spinner.start()
-    time.sleep(0.3)
-    assert spinner.stop(10.0)
-    executor.shutdown(timeout_sec=1.0)
-    node.destroy_node()
-    rclpy.try_shutdown()
-    sys.exit(0)
-""")
-
-
-# The node's shutdown path: Ctrl-C lands while the main thread waits for the spinner (Python's handler, as the node
-# installs it), then stop and teardown. On CPython < 3.13 a KeyboardInterrupt inside Thread.join can mark the
-# thread stopped while it still spins (CPython issue 90882); with the spinner's liveness taken from is_alive this
-# script aborted at exit in 20 of 20 runs here.
-INTERRUPTED_EXIT = textwrap.dedent("""
+# the process ends. Ctrl-C raises KeyboardInterrupt in the main thread, as the node sets it up.
+BUSY_NODE = textwrap.dedent("""
     import os, signal, sys, threading, time
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -63,7 +34,7 @@ INTERRUPTED_EXIT = textwrap.dedent("""
 
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    node = rclpy.create_node("interrupted_exit")
+    node = rclpy.create_node("busy_exit")
     pub = node.create_publisher(String, "chatter", 10)
     node.create_subscription(String, "chatter", lambda msg: None, 10)
     node.create_timer(0.001, lambda: pub.publish(String(data="x" * 100)))
@@ -71,18 +42,27 @@ INTERRUPTED_EXIT = textwrap.dedent("""
     executor.add_node(node)
     spinner = Spinner(executor)
     spinner.start()
-    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
-    try:
-        spinner.wait()
-        sys.exit("the spinning ended without the interrupt")
-    except KeyboardInterrupt:
-        pass
+""")
+TEARDOWN = textwrap.dedent("""
     assert spinner.stop(10.0)
     executor.shutdown(timeout_sec=1.0)
     node.destroy_node()
     rclpy.try_shutdown()
     sys.exit(0)
 """)
+# The same with executor.spin() in a daemon thread aborted in 18 of 20 runs here.
+BUSY_EXIT = BUSY_NODE + "time.sleep(0.3)\n" + TEARDOWN
+# The node's shutdown path: Ctrl-C lands while the main thread waits for the spinner, then stop and teardown. On
+# CPython < 3.13 a KeyboardInterrupt inside Thread.join can mark the thread stopped while it still spins (CPython
+# issue 90882); with the spinner's liveness taken from is_alive this script aborted at exit in 20 of 20 runs here.
+INTERRUPTED_EXIT = BUSY_NODE + textwrap.dedent("""
+    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    try:
+        spinner.wait()
+        sys.exit("the spinning ended without the interrupt")
+    except KeyboardInterrupt:
+        pass
+""") + TEARDOWN
 
 
 def domain(offset: int) -> int:

@@ -94,6 +94,16 @@ def _drop_unused(model: onnx.ModelProto) -> None:
         model.graph.initializer.remove(init)
 
 
+def _replace_nodes(model: onnx.ModelProto, nodes: list[onnx.NodeProto], rewritten: int) -> int:
+    """The graph's nodes become ``nodes``; when a rewrite happened, what nothing reads any more goes. Returns
+    ``rewritten``."""
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    if rewritten:
+        _drop_unused(model)
+    return rewritten
+
+
 def prelu_as_depthwise_sums(model: onnx.ModelProto) -> int:
     """Rewrite, in place, every PRelu on an N x C x H x W tensor with a constant float32 slope, per channel or one
     for all (C known), as depthwise(a) + depthwise(1 - a) of relu; returns how many were rewritten. Other PRelus are
@@ -125,11 +135,7 @@ def prelu_as_depthwise_sums(model: onnx.ModelProto) -> int:
             helper.make_node("Add", [f"{prefix}_scaled", f"{prefix}_scaled_relu"], [target], name=f"{prefix}_Add"),
         ]
         rewritten += 1
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    if rewritten:
-        _drop_unused(model)
-    return rewritten
+    return _replace_nodes(model, nodes, rewritten)
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -190,11 +196,7 @@ def channel_reductions_as_convolutions(model: onnx.ModelProto) -> int:
             else:
                 nodes.append(helper.make_node("Squeeze", [kept], [node.output[0]], name=f"{prefix}_Squeeze", axes=[1]))
         rewritten += 1
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    if rewritten:
-        _drop_unused(model)
-    return rewritten
+    return _replace_nodes(model, nodes, rewritten)
 
 
 def for_cpu(model: onnx.ModelProto) -> onnx.ModelProto:
