@@ -53,18 +53,33 @@ def _channel_slope(slope: np.ndarray, channels: int | None) -> np.ndarray | None
     return None
 
 
+def _symbolic_shapes(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """A copy of ``model`` with ONNX Runtime's symbolic shape inference applied, keeping what it inferred when it
+    cannot finish (an operator it does not know); None when it cannot run at all.
+
+    The steps of ``SymbolicShapeInference.infer_shapes``, called one by one: on an unfinished inference that method
+    writes the partial model to ``sym_shape_infer_temp.onnx`` in the working directory and raises a bare Exception,
+    and this runs whenever a CPU session is made (a ROS node's working directory is not ours to write to)."""
+    try:
+        inference = SymbolicShapeInference(int_max=2**31 - 1, auto_merge=True, guess_output_rank=False, verbose=0)
+        inference._preprocess(model)
+        while inference.run_:
+            inference._infer_impl()
+        inference._update_output_from_vi()
+        return inference.out_mp_
+    except Exception:  # any failure of an optional speed-up: the caller falls back to onnx's inference
+        return None
+
+
 def _four_d_float_tensors(model: onnx.ModelProto) -> dict[str, tuple[int, int | None]]:
     """Every 4-d tensor whose shape is inferred: its element type and its channel count where known.
 
     ONNX Runtime's symbolic shape inference follows shapes the graph computes (a Resize to sizes taken from Shape
-    ops, as the exporter writes every interpolation), where onnx's own inference loses the channel count. On a graph
-    it cannot complete (an operator it does not know) onnx's inference is used: fewer tensors known, fewer rewrites.
+    ops, as the exporter writes every interpolation), where onnx's own inference loses the channel count. Where it
+    cannot run, onnx's inference is used: fewer tensors known, fewer rewrites.
     """
-    try:
-        inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
-    except Exception:  # its own failure signal is a bare Exception ("Incomplete symbolic shape inference")
-        inferred = onnx.shape_inference.infer_shapes(model)
-    graph = inferred.graph
+    inferred = _symbolic_shapes(model)
+    graph = (inferred if inferred is not None else onnx.shape_inference.infer_shapes(model)).graph
     tensors: dict[str, tuple[int, int | None]] = {}
     for info in [*graph.input, *graph.value_info, *graph.output]:
         if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
