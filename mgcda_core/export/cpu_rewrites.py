@@ -53,6 +53,9 @@ def _channel_slope(slope: np.ndarray, channels: int | None) -> np.ndarray | None
     return None
 
 
+FourD = dict[str, tuple[int, int | None]]  # tensor name -> (element type, channel count or None)
+
+
 def _symbolic_shapes(model: onnx.ModelProto) -> onnx.ModelProto | None:
     """A copy of ``model`` with ONNX Runtime's symbolic shape inference applied, keeping what it inferred when it
     cannot finish (an operator it does not know); None when it cannot run at all.
@@ -71,7 +74,7 @@ def _symbolic_shapes(model: onnx.ModelProto) -> onnx.ModelProto | None:
         return None
 
 
-def _four_d_float_tensors(model: onnx.ModelProto) -> dict[str, tuple[int, int | None]]:
+def _four_d_float_tensors(model: onnx.ModelProto) -> FourD:
     """Every 4-d tensor whose shape is inferred: its element type and its channel count where known.
 
     ONNX Runtime's symbolic shape inference follows shapes the graph computes (a Resize to sizes taken from Shape
@@ -80,7 +83,7 @@ def _four_d_float_tensors(model: onnx.ModelProto) -> dict[str, tuple[int, int | 
     """
     inferred = _symbolic_shapes(model)
     graph = (inferred if inferred is not None else onnx.shape_inference.infer_shapes(model)).graph
-    tensors: dict[str, tuple[int, int | None]] = {}
+    tensors: FourD = {}
     for info in [*graph.input, *graph.value_info, *graph.output]:
         if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
             dims = info.type.tensor_type.shape.dim
@@ -119,12 +122,14 @@ def _replace_nodes(model: onnx.ModelProto, nodes: list[onnx.NodeProto], rewritte
     return rewritten
 
 
-def prelu_as_depthwise_sums(model: onnx.ModelProto) -> int:
+def prelu_as_depthwise_sums(model: onnx.ModelProto, tensors: FourD | None = None) -> int:
     """Rewrite, in place, every PRelu on an N x C x H x W tensor with a constant float32 slope, per channel or one
     for all (C known), as depthwise(a) + depthwise(1 - a) of relu; returns how many were rewritten. Other PRelus are
-    left as they are."""
+    left as they are. ``tensors``: the model's inferred 4-d tensors, when the caller has them already."""
     constants = _constants(model)
-    four_d = {name: channels for name, (_, channels) in _four_d_float_tensors(model).items()}
+    if tensors is None:
+        tensors = _four_d_float_tensors(model)
+    four_d = {name: channels for name, (_, channels) in tensors.items()}
     nodes: list[onnx.NodeProto] = []
     rewritten = 0
     for index, node in enumerate(model.graph.node):
@@ -168,13 +173,14 @@ def _reduced_axes(node: onnx.NodeProto, constants: dict[str, np.ndarray]) -> lis
     return None
 
 
-def channel_reductions_as_convolutions(model: onnx.ModelProto) -> int:
+def channel_reductions_as_convolutions(model: onnx.ModelProto, tensors: FourD | None = None) -> int:
     """Rewrite, in place, every ReduceSum, ReduceMean and ReduceMax over the channel axis (only) of a float32
     N x C x H x W tensor with C known: the sum and the mean as a 1x1 convolution to one channel with weights 1 or
     1/C, the maximum as Split into C maps and an element-wise Max, then a Squeeze where the node dropped the axis
-    (keepdims = 0). Returns how many were rewritten; other reductions are left as they are."""
+    (keepdims = 0). Returns how many were rewritten; other reductions are left as they are. ``tensors``: the model's
+    inferred 4-d tensors, when the caller has them already."""
     constants = _constants(model)
-    four_d = _four_d_float_tensors(model)
+    four_d = tensors if tensors is not None else _four_d_float_tensors(model)
     opset = _opset(model)
     nodes: list[onnx.NodeProto] = []
     rewritten = 0
@@ -218,6 +224,8 @@ def for_cpu(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` with the CPU rewrites applied (``model`` itself is not changed)."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    prelu_as_depthwise_sums(copy)
-    channel_reductions_as_convolutions(copy)
+    # One shape inference serves both: the PReLU rewrite keeps every tensor it does not add, with its shape.
+    tensors = _four_d_float_tensors(copy)
+    prelu_as_depthwise_sums(copy, tensors)
+    channel_reductions_as_convolutions(copy, tensors)
     return copy
