@@ -12,6 +12,9 @@ in place): arrival in its process is measured, and what rclpy would add to turn 
 messages is timed afterwards as its own column (a C++ planner does not pay it). Rows, in one run: the shipped Fast DDS profile on
 the camera and the node (the node applies it by default); on the node only (a camera driver left at Fast DDS
 defaults); Fast DDS defaults on both (``MGCDA_FASTDDS_PROFILE=0``). docs/ROS.md, "Transport for large images".
+Each row says whether the machine's first two CPUs shared a cache right before and after its frames
+(``cpus_share_cache``, ``mgcda_core.benchmark.host``): a VM's host may move its vCPUs from one chip onto two sockets,
+and every hand-over of a frame between processes then costs several times more (docs/ROS.md).
 
 Overhead table: the node's receive -> publish time minus model time, measured inside the node (/diagnostics
 ``overhead_p50_ms``/``overhead_p95_ms``), one frame at a time from this process: only the mask subscribed; mask,
@@ -39,6 +42,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from mgcda_core.benchmark.host import cache_sharing, core_coupling
 
 WIDTH, HEIGHT = 1280, 720
 # Reliable input: with best effort, 2.7 MB frames are lost in UDP fragmentation on hosts with default socket
@@ -165,6 +170,7 @@ def _measure_planner(setup: str, camera_env: dict, node_env: dict, drop: tuple[s
             if not node.alive():
                 raise RuntimeError(f"anomaly_node exited:\n{node.output()}")
             _warm_up(camera, outputs)
+            before = core_coupling()  # the host may move its vCPUs between one chip and two sockets: say which
             start = time.monotonic()
             ids = [f"bench{i}" for i in range(frames)]
             for i, frame_id in enumerate(ids):  # a fixed 5 Hz schedule, as a camera publishes
@@ -179,6 +185,7 @@ def _measure_planner(setup: str, camera_env: dict, node_env: dict, drop: tuple[s
             wait_until(lambda: _model_times(parse_log(node.output()), complete), TIMEOUT_S,
                        "the node's per-frame model times")
             node_log = node.output()
+            after = core_coupling()  # before the processes stop: the same minutes as the frames
         finally:
             peer.close()
             camera.stop()
@@ -205,6 +212,7 @@ def _measure_planner(setup: str, camera_env: dict, node_env: dict, drop: tuple[s
         f"{s}={np.median([frame[s] for frame in steps]):.1f}" for s in STEPS if s != "model" and steps and s in steps[0])
     row.update({"model_p50_ms": float(np.median(legs["model"])) if has else None,
                 "meets_20ms_p95_bar": bool(has and len(complete) == frames and np.percentile(beyond, 95) <= 20.0),
+                "cpus_share_cache": cache_sharing(before, after),
                 "load_avg_1min": os.getloadavg()[0]})
     return row
 

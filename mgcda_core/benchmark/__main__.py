@@ -9,6 +9,7 @@ import sys
 
 import torch
 
+from mgcda_core.benchmark.host import core_coupling
 from mgcda_core.utils.atomic import atomic_write_json
 from mgcda_core.utils.cli import user_errors
 
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     names = args.sections or list(SECTIONS)
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, CUDA {'yes' if torch.cuda.is_available() else 'no'}")
+    coupling = core_coupling()
+    if coupling is not None:  # a VM's vCPUs may not behave as one chip, and that moves every multi-thread time
+        print(f"at start: {coupling.describe()}")
     results: dict[str, list[dict]] = {}
     for name in names:
         module = importlib.import_module(SECTIONS[name])

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from mgcda_core.benchmark.host import cache_sharing, core_coupling
 from mgcda_core.model.dissimilarity import DissimNetPrior
 from mgcda_core.model.encoder_weights import EncoderWeights
 from mgcda_core.pipeline.calibration import DEFAULT_CALIBRATION
@@ -98,8 +99,9 @@ def end_to_end_row(rows: list[dict], label: str, graph: InferenceGraph, frame: n
                    size: tuple[int, int], repeats: int, blocks: int = 1) -> None:
     """Camera frame in, calibrated score map out: pre-processing, ``graph`` exported and run by ONNX Runtime,
     post-processing. ``blocks`` > 1: that many blocks of ``repeats`` frames back to back (sustained; each block
-    after one untimed call, as ``times_ms`` does), the label giving the range of the blocks' medians in frames/s and
-    ``ms`` the median over all frames."""
+    after one untimed call, as ``times_ms`` does). The label gives each block's median in frames/s and whether the
+    CPUs shared a cache before and after it (``host.core_coupling``: a VM's two vCPUs may be moved between one chip
+    and two while it runs, which moves this time by up to 1.6x), and ``ms`` the median over all frames."""
     from mgcda_core.export.onnx_export import ExportConfig, export_to_proto
     from mgcda_core.runtime.onnx_runtime import OnnxRuntime
 
@@ -107,16 +109,23 @@ def end_to_end_row(rows: list[dict], label: str, graph: InferenceGraph, frame: n
         raise ValueError(f"blocks and repeats must be >= 1, got {blocks} and {repeats}")
     detector = Detector(OnnxRuntime(export_to_proto(graph, ExportConfig(height=size[0], width=size[1]))),
                         graph.score, size)
-    # no time budget: every block has its ``repeats`` frames, as the label says
-    times = [times_ms(lambda: detector(frame), repeats, budget_s=math.inf) for _ in range(blocks)]
+    times, couplings = [], []
+    for _ in range(blocks):
+        before = core_coupling()
+        # no time budget: every block has its ``repeats`` frames, as the label says
+        times.append(times_ms(lambda: detector(frame), repeats, budget_s=math.inf))
+        couplings.append((before, core_coupling()))
     ms = statistics.median(t for block in times for t in block)
-    if blocks == 1:
-        stage = f"{label}, {1000.0 / ms:.1f} frames/s"
-    else:
-        rates = [1000.0 / statistics.median(block) for block in times]
-        stage = f"{label}, {blocks} blocks of {repeats} frames: {min(rates):.1f}-{max(rates):.1f} frames/s"
+    rates = ", ".join(f"{1000.0 / statistics.median(block):.1f}{_mark(cache_sharing(*pair))}"
+                      for block, pair in zip(times, couplings))
+    sustained = "" if blocks == 1 else f" {blocks} blocks of {repeats} frames:"
+    stage = f"{label},{sustained} {rates} frames/s"
     rows.append({"stage": stage, "size": f"{size[0]}x{size[1]}", "backend": "onnxruntime", "ms": ms,
                  "GFLOP": call_flops(lambda: graph(image)) / 1e9, "GFLOP/s": None, "% of matmul peak": None})
+
+
+def _mark(sharing: str) -> str:
+    return f" ({sharing})" if sharing in ("split", "mixed") else ""
 
 
 def run(quick: bool) -> list[dict]:
