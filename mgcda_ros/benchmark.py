@@ -14,7 +14,8 @@ the camera and the node (the node applies it by default); on the node only (a ca
 defaults); Fast DDS defaults on both (``MGCDA_FASTDDS_PROFILE=0``). docs/ROS.md, "Transport for large images".
 Each row says whether the machine's first two CPUs shared a cache right before and after its frames
 (``cpus_share_cache``, ``mgcda_core.benchmark.host``): a VM's host may move its vCPUs from one chip onto two sockets,
-and every hand-over of a frame between processes then costs several times more (docs/ROS.md).
+which slows the model's two threads by up to 1.6x (its time is subtracted) and the node's own work by ~2 ms
+(docs/ROS.md).
 
 Overhead table: the node's receive -> publish time minus model time, measured inside the node (/diagnostics
 ``overhead_p50_ms``/``overhead_p95_ms``), one frame at a time from this process: only the mask subscribed; mask,
