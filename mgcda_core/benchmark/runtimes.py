@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from mgcda_core.benchmark.host import cache_sharing, core_coupling
 from mgcda_core.export.onnx_export import ExportConfig, export_to_proto
 from mgcda_core.runtime.onnx_runtime import OnnxRuntime
 from mgcda_core.runtime.torch_runtime import TorchRuntime
@@ -66,6 +67,7 @@ def run(quick: bool = False) -> list[dict]:
             ort_runtime = OnnxRuntime(proto, "cpu", threads=threads)
             torch_out, ort_out = torch_runtime.run(image), ort_runtime.run(image)  # warm-up (allocator growth)
             times: dict[str, list[float]] = {"torch": [], "onnxruntime": []}
+            before = core_coupling()
             for _ in range(repeats):
                 for name, runtime in (("torch", torch_runtime), ("onnxruntime", ort_runtime)):
                     start = time.perf_counter()
@@ -80,6 +82,8 @@ def run(quick: bool = False) -> list[dict]:
                 "onnxruntime_ms": ort_ms,
                 "speedup_ort_vs_torch": torch_ms / ort_ms,
                 "max_abs_diff": float(np.abs(torch_out - ort_out).max()),
+                # two threads take up to 1.6x longer while a VM's vCPUs are split over two sockets (host.py)
+                "cpus_share_cache": cache_sharing(before, core_coupling()),
             }
             if profile_dir:
                 Path(profile_dir).mkdir(parents=True, exist_ok=True)
