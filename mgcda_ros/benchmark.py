@@ -5,13 +5,15 @@ bgr8 frames of a real road scene at 5 Hz, reliable (image_transport's default); 
 process; this process subscribes to the mask, score and overlay like a planner, with stock Fast DDS settings (the
 reader's transport settings do not decide the leg). Per frame: camera publish -> last of the three outputs received,
 minus that frame's model time as the node reports it (its per-frame debug line, ``mgcda_ros.publish_timing``);
-p50/p95/max and frames complete (all three outputs received), split into camera -> node (publish to the node's
-subscription taking the frame), the node without the model (with each step's median) and node -> planner (the
-node's last publish to the last output received here). The planner subscribes raw (serialized bytes, frame_id read
-in place): arrival in its process is measured, and what rclpy would add to turn the three outputs into Python
-messages is timed afterwards as its own column (a C++ planner does not pay it). Rows, in one run: the shipped Fast DDS profile on
-the camera and the node (the node applies it by default); on the node only (a camera driver left at Fast DDS
-defaults); Fast DDS defaults on both (``MGCDA_FASTDDS_PROFILE=0``). docs/ROS.md, "Transport for large images".
+p50/p95/max and frames complete (all three outputs received; for the others, whether the node never processed them
+— lost on the way in, or replaced in its one-frame mailbox by the next — or their outputs did not all arrive), split
+into camera -> node (publish to the node's subscription taking the frame), the node without the model (with each
+step's median) and node -> planner (the node's last publish to the last output received here). The planner
+subscribes raw (serialized bytes, frame_id read in place): arrival in its process is measured, and what rclpy would
+add to turn the three outputs into Python messages is timed afterwards as its own column (a C++ planner does not pay
+it). Rows, in one run: the shipped Fast DDS profile on the camera and the node (the node applies it by default); on
+the node only (a camera driver left at Fast DDS defaults); Fast DDS defaults on both (``MGCDA_FASTDDS_PROFILE=0``).
+docs/ROS.md, "Transport for large images".
 Each row says whether the machine's first two CPUs shared a cache right before and after its frames
 (``cpus_share_cache``, ``mgcda_core.benchmark.host``): a VM's host may move its vCPUs from one chip onto two sockets,
 which slows the model's two threads by up to 1.6x (its time is subtracted) and the node's own work by ~2 ms
@@ -199,6 +201,7 @@ def _measure_planner(setup: str, camera_env: dict, node_env: dict, drop: tuple[s
         "setup": setup, "camera_profile": "yes" if camera_env else "no",
         "node_profile": "yes" if "transport: Fast DDS profile for large images" in node_log else "no",
         "frames_complete": f"{len(complete)}/{frames}",
+        "incomplete": _incomplete(ids, complete, logged),
         "beyond_model_p50_ms": float(np.percentile(beyond, 50)) if has else None,
         "beyond_model_p95_ms": float(np.percentile(beyond, 95)) if has else None,
         "beyond_model_max_ms": float(beyond.max()) if has else None,
@@ -216,6 +219,17 @@ def _measure_planner(setup: str, camera_env: dict, node_env: dict, drop: tuple[s
                 "cpus_share_cache": cache_sharing(before, after),
                 "load_avg_1min": os.getloadavg()[0]})
     return row
+
+
+def _incomplete(ids: list[str], complete: dict[str, float], logged: dict[str, dict[str, float]]) -> str:
+    """Where the frames of ``ids`` that are not ``complete`` were lost: never in the node's per-frame log (its worker
+    never took them: lost on the way in, or replaced in its mailbox by the next frame), or processed with not every
+    output received; "" when none is missing."""
+    missing = [f for f in ids if f not in complete]
+    if not missing:
+        return ""
+    unprocessed = sum(f not in logged for f in missing)
+    return f"{unprocessed} not processed by the node, {len(missing) - unprocessed} outputs not all received"
 
 
 def _rclpy_deserialize_ms(outputs: list, frame_id: str) -> float:
