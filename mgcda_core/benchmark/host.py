@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 #: remote / local overwrite time above which two CPUs are taken not to share a cache. Measured on one 2-vCPU VM:
-#: 1.0-2.1 in the minutes its vCPUs behaved as one chip, 13-22 in the others (cache-line round trip 52-90 against
-#: 310-350 ns then); the threshold sits between the two, a factor of 2.5 from either.
+#: 1.0-2.1 in the minutes its vCPUs behaved as one chip, 13-24 in the others (cache-line round trip 52-121 against
+#: 305-353 ns then); the threshold sits between the two, a factor of 2.4 or more from either.
 SPLIT_RATIO = 5.0
 PROBE_BYTES = 2 << 20  # larger than a core's L2, smaller than a chip's L3: the lines live in the shared cache
 
