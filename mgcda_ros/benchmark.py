@@ -212,8 +212,9 @@ def _measure_planner(setup: str, camera_env: dict, node_env: dict, drop: tuple[s
     deserialize = [_rclpy_deserialize_ms(outputs, f) for f in complete]
     row["rclpy_deserialize_p50_ms"] = float(np.median(deserialize)) if has else None
     steps = [logged[f] for f in complete]
-    row["node_steps_p50_ms"] = " ".join(  # where node_without_model goes
-        f"{s}={np.median([frame[s] for frame in steps]):.1f}" for s in STEPS if s != "model" and steps and s in steps[0])
+    row["node_steps_p50_ms"] = " ".join(  # where node_without_model goes; a step a frame skipped took 0 ms
+        f"{s}={np.median([frame.get(s, 0.0) for frame in steps]):.1f}" for s in STEPS
+        if s != "model" and any(s in frame for frame in steps))
     row.update({"model_p50_ms": float(np.median(legs["model"])) if has else None,
                 "meets_20ms_p95_bar": bool(has and len(complete) == frames and np.percentile(beyond, 95) <= 20.0),
                 "cpus_share_cache": cache_sharing(before, after),

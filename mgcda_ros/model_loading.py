@@ -28,7 +28,8 @@ def load_detector(params: NodeParams) -> Detector:
     """Embedded default when ``model_path`` is empty, else the checkpoint or exported graph it names."""
     size = (params.input_height, params.input_width)
     # the node's own cache folder, always passed: the runtime factory's default is a different folder
-    options = RuntimeOptions(precision=params.precision, input_size=size, engine_cache_dir=params.engine_cache())
+    options = RuntimeOptions(precision=params.precision, input_size=size, engine_cache_dir=params.engine_cache(),
+                             frames_in_flight=params.frames_in_flight)
     device = resolve_device(params.device)
     path = Path(params.model_path).expanduser() if params.model_path else None
     if path is not None:

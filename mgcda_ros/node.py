@@ -1,9 +1,10 @@
 """``anomaly_node``: pixel-wise road anomaly masks, scores and overlays from a camera topic (docs/ROS.md).
 
 Threading: the subscription callback only validates the message layout (O(1)) and keeps the newest frame in a
-one-slot mailbox; a worker thread decodes, runs the detector and publishes. A frame replaced in the slot before
-the worker took it, or older than ``max_age_ms`` when taken, is dropped and counted, so the node never builds a
-backlog. Counters, latency percentiles and a health verdict go to /diagnostics at 1 Hz from the start, so
+one-slot mailbox; a worker thread decodes, runs the detector and publishes. On a CPU the runtime may take two
+frames at once (``frames_in_flight``, ``mgcda_core.runtime.lanes``): then two workers take turns at the mailbox and
+publish in the order they took their frames (``mgcda_ros.in_order``). A frame replaced in the slot before a worker
+took it, or older than ``max_age_ms`` when taken, is dropped and counted, so the node never builds a backlog. Counters, latency percentiles and a health verdict go to /diagnostics at 1 Hz from the start, so
 "loading the model" is visible too: the model loads while the node already spins.
 
 :class:`AnomalyDetection` is that machinery; :class:`AnomalyNode` runs it at once, and the managed variant
@@ -20,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import rclpy
@@ -36,10 +37,12 @@ from std_srvs.srv import SetBool
 
 from mgcda_core.errors import shorten
 from mgcda_core.pipeline.detector import Detector
+from mgcda_core.runtime.lanes import last_wait_s
 from mgcda_core.utils.finite import require_finite_score
 from mgcda_ros import ros_parameters
 from mgcda_ros.conversions import RejectedImage, check_compressed, check_image, message_to_rgb
 from mgcda_ros.health import Evidence, assess
+from mgcda_ros.in_order import InOrder
 from mgcda_ros.input_qos import InputSubscription, output_event_callbacks
 from mgcda_ros.logs import forward_core_logs, stop_forwarding
 from mgcda_ros.model_loading import ModelLoadError, load_detector
@@ -53,6 +56,7 @@ from mgcda_ros.transport import PROFILE_ENV, apply_default_profile
 
 NODE_NAME = "anomaly_node"
 DIAGNOSTICS_PERIOD_S = 1.0
+T = TypeVar("T")
 COUNTERS = ("received", "processed", "dropped_replaced", "dropped_old", "rejected", "errors", "skipped_disabled")
 
 
@@ -87,6 +91,21 @@ class ImageOutput:
     def publish(self, header: Any) -> None:
         self.message.header = header
         self.publisher.publish(self.message)
+
+
+class Inferred(NamedTuple):
+    """A frame after the network, on its way to be published."""
+
+    timer: FrameTimer
+    rgb: np.ndarray
+    network_score: np.ndarray
+    cpu_start: float  # the worker thread's CPU time when it started on the frame (s)
+    cpu_model: float  # of which the network took (s)
+
+
+def message_stamp_ns(msg: Any) -> int:
+    """A message's header stamp in nanoseconds (0: not set)."""
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
 def stamp_text(msg: Any) -> str:
@@ -137,7 +156,8 @@ class AnomalyDetection:
         self._cond = threading.Condition()
         self._slot: tuple[Any, float] | None = None
         self._stopping = False
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
+        self._turns = InOrder()
         self._input: InputSubscription | None = None
         self._check: Callable[[Any], None] = self._check_raw
         self._outputs: dict[str, ImageOutput] = {}
@@ -171,15 +191,21 @@ class AnomalyDetection:
         p = self.params
         with self._cond:
             self._stopping, self._slot = False, None
-        self._worker = threading.Thread(target=self._work, name="anomaly_worker", daemon=True)
-        self._worker.start()
+            self._turns = InOrder()
+        # as many workers as the runtime takes frames at once (mgcda_core.runtime.lanes on a CPU; else one)
+        workers = getattr(self.detector.runtime, "max_in_flight", 1) if self.detector is not None else 1
+        self._workers = [threading.Thread(target=self._work, name=f"anomaly_worker_{i}", daemon=True)
+                         for i in range(workers)]
+        for worker in self._workers:
+            worker.start()
         msg_type, topic, self._check = ((CompressedImage, "image/compressed", self._check_compressed)
                                         if p.input_transport == "compressed" else (Image, "image", self._check_raw))
         self._input = InputSubscription(self.node, msg_type, topic, self._on_image, p.qos_reliability, p.qos_depth)
         self._last_frame, self._silence_reported = time.monotonic(), False
         self.state = "running"
         self.node.get_logger().info(
-            f"running: backend {self.detector_backend()}, score {p.score}, input {p.input_width}x{p.input_height}, "
+            f"running: backend {self.detector_backend()}, {len(self._workers)} frame(s) in flight, score {p.score}, "
+            f"input {p.input_width}x{p.input_height}, "
             f"{self._input.topic_name} ({p.input_transport}, qos_reliability {p.qos_reliability}), "
             f"model {p.model_path or 'default'}")
 
@@ -187,12 +213,13 @@ class AnomalyDetection:
         if self._input is not None:
             self._input.close()
             self._input = None
-        if self._worker is not None:
+        if self._workers:
             with self._cond:
                 self._stopping = True
                 self._cond.notify_all()
-            self._worker.join()
-            self._worker = None
+            for worker in self._workers:
+                worker.join()
+            self._workers = []
         self.state = "inactive"
 
     def cleanup(self) -> None:
@@ -273,7 +300,7 @@ class AnomalyDetection:
         self.node.get_logger().info(f"detection {response.message}")
         return response
 
-    # -- worker ---------------------------------------------------------------------------------------------------
+    # -- workers --------------------------------------------------------------------------------------------------
     def _work(self) -> None:
         while True:
             with self._cond:
@@ -283,17 +310,29 @@ class AnomalyDetection:
                 assert self._slot is not None
                 msg, received = self._slot
                 self._slot = None
-            try:
-                self._process(msg, received)
-            except RejectedImage as err:
-                self._reject(err)
-            except Exception as err:  # keep running: one bad frame or a runtime hiccup must not kill the node
-                with self._cond:
-                    self._counters["errors"] += 1
-                    count = self._counters["errors"]
-                self._errors.add(time.monotonic(), f"{type(err).__name__}: {err}")
-                self.node.get_logger().error(f"processing failed ({count} so far): {type(err).__name__}: {err}",
-                                             throttle_duration_sec=self.params.warn_throttle_s)
+                ticket = self._turns.ticket()  # here, under the lock: tickets follow the order frames are taken
+            inferred = self._guarded(lambda: self._infer(msg, received))
+            with self._turns.turn(ticket):  # even for a dropped or failed frame: the next ones wait for this turn
+                if inferred is not None:
+                    frame = inferred
+                    frame.timer.lap("in_order")
+                    self._guarded(lambda: self._publish(msg, frame))
+
+    def _guarded(self, step: Callable[[], T]) -> T | None:
+        """``step()``, or None after counting and reporting its error: one bad frame or a runtime hiccup must
+        not stop the node."""
+        try:
+            return step()
+        except RejectedImage as err:
+            self._reject(err)
+        except Exception as err:
+            with self._cond:
+                self._counters["errors"] += 1
+                count = self._counters["errors"]
+            self._errors.add(time.monotonic(), f"{type(err).__name__}: {err}")
+            self.node.get_logger().error(f"processing failed ({count} so far): {type(err).__name__}: {err}",
+                                         throttle_duration_sec=self.params.warn_throttle_s)
+        return None
 
     def _drop_stale(self, p: NodeParams, stamp_ns: int) -> bool:
         """Count and report a frame older than ``max_age_ms``; a zero stamp means "not set" and is never stale."""
@@ -314,21 +353,33 @@ class AnomalyDetection:
             "max_age_ms:=0 to disable the check", throttle_duration_sec=p.warn_throttle_s)
         return True
 
-    def _process(self, msg: Image | CompressedImage, received: float) -> None:
-        p, detector = self.params, self.detector  # one snapshot per frame: run-time changes apply to the next
+    def _infer(self, msg: Image | CompressedImage, received: float) -> Inferred | None:
+        """Decode and run the network (workers may be here at once); None for a stale frame."""
+        p, detector = self.params, self.detector
         assert detector is not None
-        stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
-        if self._drop_stale(p, stamp):
-            return
+        if self._drop_stale(p, message_stamp_ns(msg)):
+            return None
         cpu_start = time.thread_time()  # this thread's CPU time: the node's own work, whatever the machine load
         timer = FrameTimer(received)
         rgb = message_to_rgb(msg, p.max_input_pixels, p.input_bit_depth)
         timer.lap("decode")
         cpu_model_start = time.thread_time()
         network_score = run_network(detector, rgb)
-        model_s, cpu_model = timer.lap("model"), time.thread_time() - cpu_model_start
+        timer.lap("model")
+        cpu_model = time.thread_time() - cpu_model_start
+        waited_ms = 1e3 * last_wait_s(detector.runtime)
+        if waited_ms > 0:  # waiting for the CPU is queueing, not the model's own time
+            timer.steps["model"] -= waited_ms
+            timer.steps["lane_wait"] = waited_ms
         # NaN thresholds to "no anomaly": such a frame is an error, and nothing is published for it
         require_finite_score(network_score, f"frame at stamp {stamp_text(msg)} ({frame_text(msg)})")
+        return Inferred(timer, rgb, network_score, cpu_start, cpu_model)
+
+    def _publish(self, msg: Image | CompressedImage, frame: Inferred) -> None:
+        """Score, mask and overlay into the outgoing messages, and publish (one worker at a time: its turn)."""
+        p, detector = self.params, self.detector  # one snapshot per frame: run-time changes apply to the next
+        assert detector is not None
+        timer, rgb, network_score = frame.timer, frame.rgb, frame.network_score
         height, width = rgb.shape[:2]
         mask_out, score_out, overlay_out = (self._outputs[t] for t in ("anomaly_mask", "anomaly_score",
                                                                         "anomaly_overlay"))
@@ -352,16 +403,23 @@ class AnomalyDetection:
             timer.lap("overlay")
             overlay_out.publish(msg.header)
             timer.lap("publish_overlay")
+        self._record(msg, frame)
+
+    def _record(self, msg: Image | CompressedImage, frame: Inferred) -> None:
+        timer = frame.timer
         self._steps.add(timer)
         logger = self.node.get_logger()
         if logger.get_effective_level() <= rclpy.logging.LoggingSeverity.DEBUG:
             logger.debug(log_line(msg.header.frame_id, timer))
         done = time.monotonic()
+        assert timer.received is not None
+        model_s = timer.steps["model"] / 1e3
         self._processed_rate.tick(done)
-        self._latency_ms.add((done - received) * 1e3)
+        self._latency_ms.add((done - timer.received) * 1e3)
         self._model_ms.add(model_s * 1e3)
-        self._overhead_ms.add((done - received - model_s) * 1e3)
-        self._overhead_cpu_ms.add((time.thread_time() - cpu_start - cpu_model) * 1e3)
+        self._overhead_ms.add((done - timer.received - model_s) * 1e3)
+        self._overhead_cpu_ms.add((time.thread_time() - frame.cpu_start - frame.cpu_model) * 1e3)
+        stamp = message_stamp_ns(msg)
         if stamp != 0:
             self._age_ms.add((self.node.get_clock().now().nanoseconds - stamp) / 1e6)
         with self._cond:

@@ -94,6 +94,11 @@ class NodeParams:
                           runtime=True)
     input_transport: str = _param("raw", "raw: subscribe image; compressed: subscribe image/compressed",
                                   choices=TRANSPORTS)
+    frames_in_flight: int = _param(2, "onnxruntime on a CPU: frames worked on at once. Above 1, each frame runs "
+                                      "alone on every thread while that keeps up with the camera (the lowest "
+                                      "latency), side by side on a share of the threads each when it does not "
+                                      "(more frames per second); 1: always one at a time. Other runtimes: one",
+                                   low=1, high=8, step=1)
     engine_cache_dir: str = _param("", f"TensorRT engine cache; empty = {DEFAULT_ENGINE_CACHE}")
     precision: str = _param("fp32", "TensorRT precision", choices=PRECISIONS)
     qos_reliability: str = _param("auto", "input reliability; auto = reliable when every discovered publisher is "

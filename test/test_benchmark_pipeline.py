@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from mgcda_core.benchmark.pipeline import end_to_end_row
+from mgcda_core.benchmark.pipeline import end_to_end_row, sustained_frames
 from mgcda_core.pipeline.detector import build_graph, to_network_input
 from mgcda_core.utils.flops import call_flops
 
@@ -50,5 +51,30 @@ def test_sustained_row_reports_each_block_and_refuses_empty_blocks(case: dict[st
     assert 0 < low
     # the median over all six frames lies between the blocks' medians (the label rounds rates to 0.1 frames/s)
     assert 1000.0 / (high + 0.05) <= row["ms"] <= 1000.0 / (low - 0.05)
-    with pytest.raises(ValueError, match="blocks and repeats must be >= 1"):
+    with pytest.raises(ValueError, match="blocks, repeats and in_flight must be >= 1"):
         end_to_end_row([], "end to end", **case, repeats=3, blocks=0)
+
+
+def test_two_frames_in_flight_row_runs_every_frame_and_says_how_many_ran_side_by_side(case: dict[str, Any]) -> None:
+    rows: list[dict] = []
+    with torch.inference_mode():
+        end_to_end_row(rows, "end to end", **case, repeats=6, blocks=2, in_flight=2)
+    (row,) = rows
+    match = re.fullmatch(f"end to end, 2 blocks of 6 frames: {RATE}, {RATE} frames/s \\((\\d+) % side by side\\)",
+                         row["stage"])
+    assert match is not None, row["stage"]
+    assert float(match[1]) > 0 and float(match[2]) > 0 and 0 <= int(match[3]) <= 100
+
+
+def test_sustained_frames_shares_the_frames_between_callers() -> None:
+    def fn() -> None:
+        time.sleep(0.05)
+
+    times, rate = sustained_frames(fn, 10, callers=2)
+    assert len(times) == 10 and min(times) >= 50.0
+    # two callers of a 50 ms call: more than one caller's 20 calls/s, never more than two callers' 40
+    assert 20.0 < rate <= 40.0
+    alone, alone_rate = sustained_frames(fn, 3)
+    assert len(alone) == 3 and alone_rate == pytest.approx(1000.0 / sorted(alone)[1])
+    with pytest.raises(ValueError, match="frames and callers"):
+        sustained_frames(fn, 0, callers=2)

@@ -16,6 +16,7 @@ from onnx_graphs import score_graph, write_graph
 from rclpy.context import Context
 
 from mgcda_core.pipeline.detector import Detector
+from mgcda_core.runtime.lanes import LanedRuntime
 from mgcda_ros.model_loading import ModelLoadError, load_detector
 from mgcda_ros.node import AnomalyDetection
 from mgcda_ros.params import NodeParams
@@ -120,11 +121,18 @@ def test_the_score_graph_with_its_record_loads_and_runs(tmp_path: Path) -> None:
 
 
 def _stops_spinning(detector: Detector) -> bool:
-    options = detector.runtime.session.get_session_options()  # type: ignore[attr-defined]
-    try:
-        return options.get_session_config_entry("session.force_spinning_stop") == "1"
-    except RuntimeError:  # ONNX Runtime: "does not have configuration with key" when never set
-        return False
+    """Whether every ONNX Runtime session of the detector stops its threads after a run (the node's runtime holds
+    three: mgcda_core.runtime.lanes)."""
+    runtime = detector.runtime
+    members = runtime.members if isinstance(runtime, LanedRuntime) else (runtime,)
+    for member in members:
+        options = member.session.get_session_options()  # type: ignore[attr-defined]
+        try:
+            if options.get_session_config_entry("session.force_spinning_stop") != "1":
+                return False
+        except RuntimeError:  # ONNX Runtime: "does not have configuration with key" when never set
+            return False
+    return True
 
 
 def test_the_nodes_onnx_runtime_threads_stop_after_each_run(tmp_path: Path) -> None:

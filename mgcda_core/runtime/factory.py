@@ -15,6 +15,7 @@ explicitly is not replaced: its failure is raised.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,13 @@ class RuntimeOptions:
     input_size: tuple[int, int] = (256, 512)  # (H, W) used when a graph must be exported or an engine built
     threads: int | None = None  # onnxruntime intra-op threads
     stop_spinning_after_run: bool = True  # onnxruntime: threads stop at the end of each run (see OnnxRuntime)
+    #: onnxruntime on CPU: calls that may run at once (a ``LanedRuntime`` when > 1 and the process may use two
+    #: CPUs or more; each call then runs alone on every thread or beside another on a share of them)
+    frames_in_flight: int = 1
+
+    def __post_init__(self) -> None:
+        if self.frames_in_flight < 1:
+            raise ValueError(f"frames_in_flight must be >= 1, got {self.frames_in_flight}")
 
 
 def _kind(model: Model) -> str:
@@ -98,8 +106,26 @@ def _make_onnxruntime(model: Model, device: str, options: RuntimeOptions) -> Run
     if _kind(model) == "engine":
         raise ValueError(f"onnxruntime cannot run the TensorRT engine {model}; give the .onnx file")
     source = _export(model, options) if isinstance(model, torch.nn.Module) else model
-    return OnnxRuntime(source, device=device, threads=options.threads,
-                       stop_spinning_after_run=options.stop_spinning_after_run)
+    threads = options.threads if options.threads is not None else len(allowed_cpus())
+    if device != "cpu" or options.frames_in_flight == 1 or threads < 2:
+        return OnnxRuntime(source, device=device, threads=options.threads,
+                           stop_spinning_after_run=options.stop_spinning_after_run)
+    from mgcda_core.runtime.lanes import LanedRuntime
+
+    proto = source if isinstance(source, onnx.ModelProto) else onnx.load(str(source))
+    lanes = min(options.frames_in_flight, threads)
+    # alone: the threads asked for (ONNX Runtime's default, one per physical core, when None), as without lanes
+    sessions = [OnnxRuntime(proto, device=device, threads=n, stop_spinning_after_run=options.stop_spinning_after_run)
+                for n in [options.threads] + [threads // lanes] * lanes]
+    return LanedRuntime(sessions[0], sessions[1:])
+
+
+def allowed_cpus() -> set[int]:
+    """The CPUs this process may run on (its affinity mask; every CPU where the platform has no such mask)."""
+    try:
+        return os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return set(range(os.cpu_count() or 1))
 
 
 def _make_tensorrt(model: Model, device: str, options: RuntimeOptions) -> Runtime:

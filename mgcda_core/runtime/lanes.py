@@ -1,0 +1,178 @@
+"""Frames one at a time on every thread, or side by side on a share of them each: whichever keeps up, measured.
+
+ONNX Runtime splits every operator of a frame between its threads, and each operator reads what the others just
+wrote. On cores that share a cache that is the fastest way to finish one frame (here 80 ms on two threads against
+141 on one); where handing data between cores is slow — a VM whose host places its two vCPUs on two sockets — two
+threads gain little (125–130 ms), and two frames side by side on one thread each finish far more frames per second
+(13.4–14.5 against 7.7; docs/RESULTS.md, "Why the speed jumps"). Which one the frames need depends on the host and
+on how fast they come, so :class:`LanedRuntime` measures both and switches (:func:`choose_mode`): one frame at a
+time on every thread while that keeps up with the calls (the lowest latency), side by side on lanes when it does
+not and the lanes together finish more.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+
+import numpy as np
+
+from mgcda_core.runtime.base import Runtime
+
+SOLO, LANES = "solo", "lanes"
+#: the share of the time one-at-a-time may be busy and still count as keeping up: above it, waiting frames pile
+#: up at every hiccup of the machine (a queue's wait grows as 1 / (1 - load))
+BUSY_LIMIT = 0.9
+
+
+def choose_mode(arrival_hz: float | None, solo_ms: float | None, lane_ms: float | None, lanes: int,
+                busy_limit: float = BUSY_LIMIT) -> str:
+    """``"solo"`` (each frame alone on every thread) or ``"lanes"`` (up to ``lanes`` frames side by side).
+
+    Solo while it keeps up — ``arrival_hz * solo_ms / 1000 < busy_limit`` — or while the lanes would finish no
+    more frames per second (``lanes / lane_ms <= 1 / solo_ms``); lanes otherwise. Unknown times (None) count as
+    fast, so that a mode never measured gets tried: solo first, lanes once solo is found not to keep up.
+    ``arrival_hz`` None (fewer than two calls seen) keeps solo.
+    """
+    for name, value in (("arrival_hz", arrival_hz), ("solo_ms", solo_ms), ("lane_ms", lane_ms)):
+        if value is not None and not value >= 0:
+            raise ValueError(f"{name} must be >= 0 or None, got {value}")
+    if lanes < 2 or not 0 < busy_limit <= 1:
+        raise ValueError(f"need lanes >= 2 and 0 < busy_limit <= 1, got {lanes} and {busy_limit}")
+    if arrival_hz is None or solo_ms is None or arrival_hz * solo_ms / 1000.0 < busy_limit:
+        return SOLO
+    return LANES if lane_ms is None or lanes * solo_ms > lane_ms else SOLO
+
+
+class RunTimes:
+    """Wall times of one kind of run (ms): :meth:`estimate` is the median of the last ``window``. When the newest
+    is older than ``stale_s``, the machine may have changed since: the estimate is then the fastest time ever
+    seen, so that a mode not chosen for a while gets tried again, and the next run starts a new window."""
+
+    def __init__(self, window: int = 8, stale_s: float = 20.0) -> None:
+        if window < 1 or not stale_s > 0:
+            raise ValueError(f"window must be >= 1 and stale_s > 0, got {window} and {stale_s}")
+        self._recent: deque[float] = deque(maxlen=window)
+        self._stale_s = stale_s
+        self._last_end = -float("inf")
+        self.fastest = float("inf")
+
+    def add(self, ms: float, end: float) -> None:
+        """A run of ``ms`` milliseconds that ended at ``end`` (monotonic seconds)."""
+        if not ms >= 0:
+            raise ValueError(f"a run cannot take {ms} ms")
+        if end - ms / 1000.0 - self._last_end > self._stale_s:
+            self._recent.clear()
+        self._recent.append(ms)
+        self._last_end = end
+        self.fastest = min(self.fastest, ms)
+
+    def estimate(self, now: float) -> float | None:
+        """Expected ms of the next run of this kind at ``now``; None before the first."""
+        if not self._recent:
+            return None
+        if now - self._last_end > self._stale_s:
+            return self.fastest
+        return statistics.median(self._recent)
+
+
+class ArrivalRate:
+    """Calls per second over the last ``window`` calls (None before two)."""
+
+    def __init__(self, window: int = 8) -> None:
+        if window < 2:
+            raise ValueError(f"window must be >= 2, got {window}")
+        self._times: deque[float] = deque(maxlen=window)
+
+    def add(self, now: float) -> None:
+        self._times.append(now)
+
+    def hz(self) -> float | None:
+        if len(self._times) < 2:
+            return None
+        span = self._times[-1] - self._times[0]
+        return (len(self._times) - 1) / span if span > 0 else float("inf")
+
+
+class LanedRuntime:
+    """A ``Runtime`` whose ``run`` may be called from up to ``len(lanes)`` threads at once (``max_in_flight``).
+
+    ``solo`` runs a frame on every thread; each of ``lanes`` runs one on its share (e.g. two one-thread ONNX
+    Runtime sessions of the same graph on a 2-core CPU). At each call :func:`choose_mode` picks from the call rate
+    and the median recent times of both kinds; a solo run starts only with nothing in flight and a lane only with
+    no solo run in flight, so no run ever shares the threads it was sized for and every time measured is clean.
+    ``runs`` counts the calls of each kind; ``last_wait_s`` tells a caller how long its last call waited.
+    """
+
+    def __init__(self, solo: Runtime, lanes: Sequence[Runtime], window: int = 8, stale_s: float = 20.0) -> None:
+        if len(lanes) < 2:
+            raise ValueError(f"a laned runtime needs at least two lanes, got {len(lanes)}")
+        self.name, self.device = solo.name, solo.device
+        self.max_in_flight = len(lanes)
+        self._solo = solo
+        self._lanes = list(lanes)
+        self._free = list(range(len(lanes)))
+        self._times = {SOLO: RunTimes(window, stale_s), LANES: RunTimes(window, stale_s)}
+        self._arrivals = ArrivalRate(window)
+        self._solo_running = False
+        self._cond = threading.Condition()
+        self._waits = threading.local()
+        self.runs = {SOLO: 0, LANES: 0}
+
+    @property
+    def members(self) -> tuple[Runtime, ...]:
+        """The runtimes it schedules: solo first, then the lanes."""
+        return (self._solo, *self._lanes)
+
+    def last_wait_s(self) -> float:
+        """How long the calling thread's last ``run`` waited for its turn on the CPU (0.0 before any)."""
+        return float(getattr(self._waits, "seconds", 0.0))
+
+    def mode(self, now: float) -> str:
+        """The mode a call arriving at ``now`` (monotonic seconds) would take."""
+        with self._cond:
+            return self._mode(now)
+
+    def _mode(self, now: float) -> str:
+        return choose_mode(self._arrivals.hz(), self._times[SOLO].estimate(now), self._times[LANES].estimate(now),
+                           len(self._lanes))
+
+    def _claim(self) -> int | None:
+        """Block until this call may start; the lane it runs on, or None for solo."""
+        with self._cond:
+            self._arrivals.add(time.monotonic())
+            while True:
+                if self._mode(time.monotonic()) == SOLO:
+                    if not self._solo_running and len(self._free) == len(self._lanes):
+                        self._solo_running = True
+                        self.runs[SOLO] += 1
+                        return None
+                elif not self._solo_running and self._free:
+                    self.runs[LANES] += 1
+                    return self._free.pop(0)
+                self._cond.wait()  # every run's end notifies
+
+    def run(self, image: np.ndarray) -> np.ndarray:
+        called = time.monotonic()
+        lane = self._claim()
+        start = time.monotonic()
+        self._waits.seconds = start - called
+        try:
+            return (self._solo if lane is None else self._lanes[lane]).run(image)
+        finally:
+            end = time.monotonic()
+            with self._cond:
+                self._times[SOLO if lane is None else LANES].add(1000.0 * (end - start), end)
+                if lane is None:
+                    self._solo_running = False
+                else:
+                    self._free.append(lane)
+                self._cond.notify_all()
+
+
+def last_wait_s(runtime: Runtime) -> float:
+    """How long the calling thread's last ``runtime.run`` waited for the CPU (0.0 for a runtime without lanes)."""
+    return runtime.last_wait_s() if isinstance(runtime, LanedRuntime) else 0.0
