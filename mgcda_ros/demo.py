@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     for existing in (input_bag, output_bag):
         if existing.exists():
             raise OutputError(f"{existing} exists; choose a new --out folder")
-    params = NodeParams(score=args.score)
+    params = NodeParams(score=args.score, frames_in_flight=1)  # the replay runs one frame at a time
     detector = load_detector(params)  # a score it cannot run fails here, before anything is written
     count = build_demo_bag(input_bag)
     print(f"demo: wrote {count} RoadAnomaly frames to {input_bag} ({IMAGE_TOPIC}, {GT_TOPIC})")

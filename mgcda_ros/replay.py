@@ -13,7 +13,7 @@ import argparse
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +139,8 @@ def replay(config: ReplayConfig, detector: Any = None) -> dict:
         image_type = bag.require_topic(config.image_topic, (IMAGE, COMPRESSED), "image")
         if config.gt_topic:
             bag.require_topic(config.gt_topic, (IMAGE,), "ground-truth")
-        detector = detector if detector is not None else load_detector(p)  # after the cheap checks
+        # after the cheap checks; one frame at a time: no second session
+        detector = detector if detector is not None else load_detector(replace(p, frames_in_flight=1))
         config.out.mkdir(parents=True, exist_ok=True)
         gt_stamps = {stamp_ns(msg) for _, _, msg in bag.messages([config.gt_topic])} if config.gt_topic else set()
         evaluation = _Evaluation(config.protocol, config.gallery) if config.gt_topic else None

@@ -24,28 +24,37 @@ SIZE = (64, 128)
     (None, 80.0, 140.0, SOLO),      # fewer than two calls seen
     (10.0, None, 140.0, SOLO),      # solo never measured: tried first
     (10.0, 80.0, 140.0, SOLO),      # busy 0.8 of the time: keeps up
-    (10.0, 130.0, 145.0, LANES),    # busy 1.3: behind; two lanes finish 2/145 ms > 1/130 ms
+    (10.0, 94.0, 140.0, SOLO),      # busy 0.94: still below where lanes are tried
+    (10.0, 130.0, 145.0, LANES),    # busy 1.3: behind; two lanes finish 2/145 ms, 1.79x of 1/130 ms
     (10.0, 130.0, 300.0, SOLO),     # behind, but two lanes would finish fewer (2/300 < 1/130)
     (10.0, 130.0, 260.0, SOLO),     # equal: no gain, so the lower latency
+    (10.0, 130.0, 240.0, SOLO),     # 1.08x: not worth twice the latency
+    (10.0, 133.0, 240.0, LANES),    # 1.11x
     (10.0, 130.0, None, LANES),     # behind and lanes never measured: tried
-    (9.0, 100.0, 150.0, LANES),     # busy exactly 0.9: no longer keeping up
-    (8.9, 100.0, 150.0, SOLO),      # busy 0.89
+    (9.5, 100.0, 150.0, LANES),     # busy exactly 0.95
     (float("inf"), 1.0, 1.5, LANES),  # calls back to back
 ])
-def test_choose_mode_keeps_one_at_a_time_while_it_keeps_up(arrival_hz, solo_ms, lane_ms, expected) -> None:
-    assert choose_mode(arrival_hz, solo_ms, lane_ms, lanes=2) == expected
+def test_choose_mode_from_solo_keeps_one_at_a_time_while_it_keeps_up(arrival_hz, solo_ms, lane_ms, expected) -> None:
+    assert choose_mode(SOLO, arrival_hz, solo_ms, lane_ms, lanes=2) == expected
+
+
+@pytest.mark.parametrize(("arrival_hz", "expected"), [(9.0, LANES), (8.6, LANES), (8.4, SOLO), (None, SOLO)])
+def test_choose_mode_leaves_lanes_only_well_below_the_load_that_entered_them(arrival_hz, expected) -> None:
+    # one frame alone 100 ms, a lane 150 ms: lanes entered at load 0.95, kept down to 0.85
+    assert choose_mode(LANES, arrival_hz, 100.0, 150.0, lanes=2) == expected
+    assert choose_mode(SOLO, arrival_hz, 100.0, 150.0, lanes=2) == SOLO  # from solo, none of these is enough
 
 
 def test_choose_mode_counts_the_lanes() -> None:
-    # three lanes of 300 ms finish 10 frames/s, one solo of 130 ms 7.7: lanes; two lanes of 300 only 6.7: solo
-    assert choose_mode(10.0, 130.0, 300.0, lanes=3) == LANES
-    assert choose_mode(10.0, 130.0, 300.0, lanes=2) == SOLO
+    # three lanes of 300 ms finish 10 frames/s, one solo of 130 ms 7.7 (1.3x): lanes; two lanes only 6.7: solo
+    assert choose_mode(SOLO, 10.0, 130.0, 300.0, lanes=3) == LANES
+    assert choose_mode(SOLO, 10.0, 130.0, 300.0, lanes=2) == SOLO
 
 
 @pytest.mark.parametrize("kwargs", [dict(arrival_hz=-1.0), dict(solo_ms=float("nan")), dict(lane_ms=-5.0),
-                                    dict(lanes=1), dict(busy_limit=0.0), dict(busy_limit=1.5)])
+                                    dict(lanes=1), dict(min_gain=0.9), dict(current="both")])
 def test_choose_mode_refuses_impossible_values(kwargs) -> None:
-    args = dict(arrival_hz=10.0, solo_ms=100.0, lane_ms=150.0, lanes=2) | kwargs
+    args = dict(current=SOLO, arrival_hz=10.0, solo_ms=100.0, lane_ms=150.0, lanes=2) | kwargs
     with pytest.raises(ValueError):
         choose_mode(**args)
 

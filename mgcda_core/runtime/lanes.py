@@ -7,7 +7,7 @@ threads gain little (125–130 ms), and two frames side by side on one thread ea
 (13.4–14.5 against 7.7; docs/RESULTS.md, "Why the speed jumps"). Which one the frames need depends on the host and
 on how fast they come, so :class:`LanedRuntime` measures both and switches (:func:`choose_mode`): one frame at a
 time on every thread while that keeps up with the calls (the lowest latency), side by side on lanes when it does
-not and the lanes together finish more.
+not and the lanes together finish clearly more.
 """
 
 from __future__ import annotations
@@ -23,28 +23,40 @@ import numpy as np
 from mgcda_core.runtime.base import Runtime
 
 SOLO, LANES = "solo", "lanes"
-#: the share of the time one-at-a-time may be busy and still count as keeping up: above it, waiting frames pile
-#: up at every hiccup of the machine (a queue's wait grows as 1 / (1 - load))
-BUSY_LIMIT = 0.9
+#: how busy one-at-a-time must be (time of a frame x frames per second) before lanes are tried, and below which
+#: it takes over again: apart, so that a camera near the limit does not flip the modes frame by frame (a switch
+#: costs a frame the wait for the other mode's runs to end). Above 0.95, waiting frames pile up at every hiccup of
+#: the machine (a queue's wait grows as 1 / (1 - load)).
+ENTER_LANES, LEAVE_LANES = 0.95, 0.85
+#: how many more frames per second the lanes must finish to be worth their latency (a frame on a lane takes up to
+#: twice as long): measured here, lanes that merely match one-at-a-time (12 frames/s both) doubled the latency
+MIN_GAIN = 1.1
 
 
-def choose_mode(arrival_hz: float | None, solo_ms: float | None, lane_ms: float | None, lanes: int,
-                busy_limit: float = BUSY_LIMIT) -> str:
-    """``"solo"`` (each frame alone on every thread) or ``"lanes"`` (up to ``lanes`` frames side by side).
+def choose_mode(current: str, arrival_hz: float | None, solo_ms: float | None, lane_ms: float | None, lanes: int,
+                min_gain: float = MIN_GAIN) -> str:
+    """The mode for the next call, given the ``current`` one: ``"solo"`` (each frame alone on every thread) or
+    ``"lanes"`` (up to ``lanes`` frames side by side).
 
-    Solo while it keeps up — ``arrival_hz * solo_ms / 1000 < busy_limit`` — or while the lanes would finish no
-    more frames per second (``lanes / lane_ms <= 1 / solo_ms``); lanes otherwise. Unknown times (None) count as
-    fast, so that a mode never measured gets tried: solo first, lanes once solo is found not to keep up.
-    ``arrival_hz`` None (fewer than two calls seen) keeps solo.
+    One-at-a-time's load is ``arrival_hz * solo_ms / 1000``. Lanes when the load reaches ``ENTER_LANES`` (from
+    solo) or stays at ``LEAVE_LANES`` or more (in lanes), and the lanes finish ``min_gain`` times as many frames per
+    second (``lanes / lane_ms >= min_gain / solo_ms``); solo otherwise. Unknown times (None) count as fast, so that
+    a mode never measured gets tried: solo first, lanes once solo is found not to keep up. ``arrival_hz`` None
+    (fewer than two calls seen) keeps solo.
     """
+    if current not in (SOLO, LANES):
+        raise ValueError(f"current mode must be {SOLO!r} or {LANES!r}, got {current!r}")
     for name, value in (("arrival_hz", arrival_hz), ("solo_ms", solo_ms), ("lane_ms", lane_ms)):
         if value is not None and not value >= 0:
             raise ValueError(f"{name} must be >= 0 or None, got {value}")
-    if lanes < 2 or not 0 < busy_limit <= 1:
-        raise ValueError(f"need lanes >= 2 and 0 < busy_limit <= 1, got {lanes} and {busy_limit}")
-    if arrival_hz is None or solo_ms is None or arrival_hz * solo_ms / 1000.0 < busy_limit:
+    if lanes < 2 or not min_gain >= 1:
+        raise ValueError(f"need lanes >= 2 and min_gain >= 1, got {lanes} and {min_gain}")
+    if arrival_hz is None or solo_ms is None:
         return SOLO
-    return LANES if lane_ms is None or lanes * solo_ms > lane_ms else SOLO
+    load = arrival_hz * solo_ms / 1000.0
+    if load < (ENTER_LANES if current == SOLO else LEAVE_LANES):
+        return SOLO
+    return LANES if lane_ms is None or lanes * solo_ms >= min_gain * lane_ms else SOLO
 
 
 class RunTimes:
@@ -118,6 +130,7 @@ class LanedRuntime:
         self._times = {SOLO: RunTimes(window, stale_s), LANES: RunTimes(window, stale_s)}
         self._arrivals = ArrivalRate(window)
         self._solo_running = False
+        self._current = SOLO
         self._cond = threading.Condition()
         self._waits = threading.local()
         self.runs = {SOLO: 0, LANES: 0}
@@ -131,14 +144,10 @@ class LanedRuntime:
         """How long the calling thread's last ``run`` waited for its turn on the CPU (0.0 before any)."""
         return float(getattr(self._waits, "seconds", 0.0))
 
-    def mode(self, now: float) -> str:
-        """The mode a call arriving at ``now`` (monotonic seconds) would take."""
-        with self._cond:
-            return self._mode(now)
-
     def _mode(self, now: float) -> str:
-        return choose_mode(self._arrivals.hz(), self._times[SOLO].estimate(now), self._times[LANES].estimate(now),
-                           len(self._lanes))
+        self._current = choose_mode(self._current, self._arrivals.hz(), self._times[SOLO].estimate(now),
+                                    self._times[LANES].estimate(now), len(self._lanes))
+        return self._current
 
     def _claim(self) -> int | None:
         """Block until this call may start; the lane it runs on, or None for solo."""
