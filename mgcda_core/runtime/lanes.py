@@ -12,6 +12,7 @@ not and the lanes together finish clearly more.
 
 from __future__ import annotations
 
+import logging
 import statistics
 import threading
 import time
@@ -21,6 +22,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from mgcda_core.runtime.base import Runtime
+
+LOG = logging.getLogger(__name__)
 
 SOLO, LANES = "solo", "lanes"
 #: how busy one-at-a-time must be (time of a frame x frames per second) before lanes are tried, and below which
@@ -145,9 +148,13 @@ class LanedRuntime:
         return float(getattr(self._waits, "seconds", 0.0))
 
     def _mode(self, now: float) -> str:
-        self._current = choose_mode(self._current, self._arrivals.hz(), self._times[SOLO].estimate(now),
-                                    self._times[LANES].estimate(now), len(self._lanes))
-        return self._current
+        hz, solo, lane = self._arrivals.hz(), self._times[SOLO].estimate(now), self._times[LANES].estimate(now)
+        mode = choose_mode(self._current, hz, solo, lane, len(self._lanes))
+        if mode != self._current:
+            LOG.info("frames in flight: %s -> %s (%s calls/s, a frame alone %s ms, on a lane %s ms)", self._current,
+                     mode, _number(hz), _number(solo), _number(lane))
+            self._current = mode
+        return mode
 
     def _claim(self) -> int | None:
         """Block until this call may start; the lane it runs on, or None for solo."""
@@ -180,6 +187,10 @@ class LanedRuntime:
                 else:
                     self._free.append(lane)
                 self._cond.notify_all()
+
+
+def _number(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.1f}"
 
 
 def last_wait_s(runtime: Runtime) -> float:
