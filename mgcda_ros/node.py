@@ -4,8 +4,9 @@ Threading: the subscription callback only validates the message layout (O(1)) an
 one-slot mailbox; a worker thread decodes, runs the detector and publishes. On a CPU the runtime may take two
 frames at once (``frames_in_flight``, ``mgcda_core.runtime.lanes``): then two workers take turns at the mailbox and
 publish in the order they took their frames (``mgcda_ros.in_order``). A frame replaced in the slot before a worker
-took it, or older than ``max_age_ms`` when taken, is dropped and counted, so the node never builds a backlog. Counters, latency percentiles and a health verdict go to /diagnostics at 1 Hz from the start, so
-"loading the model" is visible too: the model loads while the node already spins.
+took it, or older than ``max_age_ms`` when taken, is dropped and counted, so the node never builds a backlog.
+Counters, latency percentiles and a health verdict go to /diagnostics at 1 Hz from the start, so "loading the
+model" is visible too: the model loads while the node already spins.
 
 :class:`AnomalyDetection` is that machinery; :class:`AnomalyNode` runs it at once, and the managed variant
 (``mgcda_ros.lifecycle_node``) runs it through the lifecycle transitions.
