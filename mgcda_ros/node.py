@@ -66,7 +66,7 @@ class ImageOutput:
 
     Building a fresh message per frame copied each payload twice more in Python (numpy -> array.array -> the
     ``data`` setter's own copy) before rclpy's conversion. Reuse is safe: ``publish`` converts the message to its C
-    form before returning, and only the worker thread touches it.
+    form before returning, and only one worker at a time touches it (the one whose turn it is: ``InOrder``).
     """
 
     def __init__(self, publisher: Any, encoding: str, dtype: str, channels: int) -> None:
