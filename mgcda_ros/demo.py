@@ -18,9 +18,8 @@ from mgcda_core.errors import OutputError
 from mgcda_core.utils.cli import user_errors
 from mgcda_ros.bag_io import COMPRESSED, IMAGE, BagWriter
 from mgcda_ros.conversions import label_to_fields
-from mgcda_ros.model_loading import load_detector
 from mgcda_ros.params import NodeParams
-from mgcda_ros.replay import ReplayConfig, replay
+from mgcda_ros.replay import ReplayConfig, load_replay_detector, replay
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "road_anomaly"
 IMAGE_TOPIC = "/camera/image_raw/compressed"
@@ -51,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     for existing in (input_bag, output_bag):
         if existing.exists():
             raise OutputError(f"{existing} exists; choose a new --out folder")
-    params = NodeParams(score=args.score, frames_in_flight=1)  # the replay runs one frame at a time
-    detector = load_detector(params)  # a score it cannot run fails here, before anything is written
+    params = NodeParams(score=args.score)
+    detector = load_replay_detector(params)  # a score it cannot run fails here, before anything is written
     count = build_demo_bag(input_bag)
     print(f"demo: wrote {count} RoadAnomaly frames to {input_bag} ({IMAGE_TOPIC}, {GT_TOPIC})")
     config = ReplayConfig(bag=input_bag, image_topic=IMAGE_TOPIC, gt_topic=GT_TOPIC, out=args.out,

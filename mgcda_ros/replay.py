@@ -26,6 +26,7 @@ from mgcda_core.evaluation.gallery import FrameSelector, GalleryFrame, write_gal
 from mgcda_core.evaluation.metrics_file import write_metrics
 from mgcda_core.evaluation.plots import write_curve_plots
 from mgcda_core.evaluation.skips import SkippedFrames
+from mgcda_core.pipeline.detector import Detector
 from mgcda_core.utils.atomic import atomic_write_json
 from mgcda_core.utils.cli import user_errors
 from mgcda_core.utils.finite import require_finite_score
@@ -131,6 +132,11 @@ class _ReplayRun:
             counts["frames_with_gt"] += 1
 
 
+def load_replay_detector(params: NodeParams) -> Detector:
+    """The node's detector for ``params``, built for a replay: one frame at a time, so no second session."""
+    return load_detector(replace(params, frames_in_flight=1))
+
+
 def replay(config: ReplayConfig, detector: Any = None) -> dict:
     """Replay ``config.bag``; returns the summary also written to ``out/replay.json`` (and metrics when GT exists)."""
     p = config.params
@@ -139,8 +145,7 @@ def replay(config: ReplayConfig, detector: Any = None) -> dict:
         image_type = bag.require_topic(config.image_topic, (IMAGE, COMPRESSED), "image")
         if config.gt_topic:
             bag.require_topic(config.gt_topic, (IMAGE,), "ground-truth")
-        # after the cheap checks; one frame at a time: no second session
-        detector = detector if detector is not None else load_detector(replace(p, frames_in_flight=1))
+        detector = detector if detector is not None else load_replay_detector(p)  # after the cheap checks
         config.out.mkdir(parents=True, exist_ok=True)
         gt_stamps = {stamp_ns(msg) for _, _, msg in bag.messages([config.gt_topic])} if config.gt_topic else set()
         evaluation = _Evaluation(config.protocol, config.gallery) if config.gt_topic else None

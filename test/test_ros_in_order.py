@@ -10,6 +10,19 @@ import pytest
 from mgcda_ros.in_order import InOrder
 
 
+def take_turn_in_thread(turns: InOrder, ticket: int) -> tuple[threading.Thread, threading.Event]:
+    """A started thread that takes ``ticket``'s turn, and the event it sets inside it."""
+    entered = threading.Event()
+
+    def body() -> None:
+        with turns.turn(ticket):
+            entered.set()
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    return thread, entered
+
+
 def test_turns_run_in_ticket_order_whatever_order_the_threads_arrive_in() -> None:
     turns = InOrder()
     tickets = [turns.ticket() for _ in range(6)]
@@ -35,14 +48,7 @@ def test_a_failing_turn_still_lets_the_next_ticket_go() -> None:
     with pytest.raises(RuntimeError, match="bad frame"):
         with turns.turn(first):
             raise RuntimeError("bad frame")
-    finished = threading.Event()
-
-    def next_one() -> None:
-        with turns.turn(second):
-            finished.set()
-
-    thread = threading.Thread(target=next_one)
-    thread.start()
+    thread, finished = take_turn_in_thread(turns, second)
     thread.join(timeout=10)
     assert finished.is_set()
 
@@ -50,14 +56,7 @@ def test_a_failing_turn_still_lets_the_next_ticket_go() -> None:
 def test_a_later_ticket_waits_while_an_earlier_one_is_out() -> None:
     turns = InOrder()
     first, second = turns.ticket(), turns.ticket()
-    entered = threading.Event()
-
-    def later() -> None:
-        with turns.turn(second):
-            entered.set()
-
-    thread = threading.Thread(target=later)
-    thread.start()
+    thread, entered = take_turn_in_thread(turns, second)
     assert not entered.wait(0.2)  # ticket 0 has not taken its turn yet
     with turns.turn(first):
         pass

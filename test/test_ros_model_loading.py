@@ -16,10 +16,13 @@ from onnx_graphs import score_graph, write_graph
 from rclpy.context import Context
 
 from mgcda_core.pipeline.detector import Detector
+from mgcda_core.runtime.factory import allowed_cpus
 from mgcda_core.runtime.lanes import LanedRuntime
+from mgcda_core.runtime.onnx_runtime import OnnxRuntime
 from mgcda_ros.model_loading import ModelLoadError, load_detector
 from mgcda_ros.node import AnomalyDetection
 from mgcda_ros.params import NodeParams
+from mgcda_ros.replay import load_replay_detector
 
 SIZE = {"input_height": 64, "input_width": 128}
 
@@ -153,3 +156,20 @@ def test_the_nodes_onnx_runtime_threads_stop_after_each_run(tmp_path: Path) -> N
     finally:
         node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def test_the_node_takes_two_frames_at_once_and_a_replay_one(tmp_path: Path) -> None:
+    """The node's default builds the laned runtime (three sessions); replay and the demo call the detector one frame
+    at a time and build one session."""
+    path = write_graph(score_graph(64, 128), tmp_path / "model.onnx", {"description": {"stages": "score",
+                                                                                        "score": "max_logit"}})
+    params = NodeParams.from_mapping({"model_path": str(path), "score": "max_logit", "backend": "onnxruntime",
+                                      "device": "cpu", **SIZE})
+    node = load_detector(params).runtime
+    assert params.frames_in_flight == 2
+    if len(allowed_cpus()) >= 2:
+        assert isinstance(node, LanedRuntime) and node.max_in_flight == 2
+    else:  # one CPU: nothing to share out
+        assert isinstance(node, OnnxRuntime)
+    replayed = load_replay_detector(params).runtime
+    assert isinstance(replayed, OnnxRuntime)
