@@ -14,8 +14,8 @@ add to turn the three outputs into Python messages is timed afterwards as its ow
 it). Rows, in one run: the shipped Fast DDS profile on the camera and the node (the node applies it by default); on
 the node only (a camera driver left at Fast DDS defaults); Fast DDS defaults on both (``MGCDA_FASTDDS_PROFILE=0``)
 (docs/ROS.md, "Transport for large images"); then the camera at 10 Hz with the node's defaults (two frames in flight)
-and with ``frames_in_flight: 1``: whether the node keeps up with a camera faster than one frame at a time may be
-(frames complete; beyond the model then includes waiting for the CPU).
+and with ``frames_in_flight: 1``, which show whether the node keeps up with a camera that one frame at a time may
+not (frames complete; beyond the model then includes waiting for the CPU).
 Each row says whether the machine's first two CPUs shared a cache right before and after its frames
 (``cpus_share_cache``, ``mgcda_core.benchmark.host``): a VM's host may move its vCPUs from one chip onto two sockets,
 which slows the model's two threads by up to 1.6x (its time is subtracted) and the node's own work by ~2 ms

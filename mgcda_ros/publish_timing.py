@@ -5,9 +5,9 @@ The worker marks the end of each step (``FrameTimer.lap``); ``StepTimes`` keeps 
 anomaly_node:=debug``), which ``python -m mgcda_ros.benchmark`` reads to subtract each frame's own model time.
 Steps: ``queue`` (from the subscription callback taking the frame to the worker starting on it), ``decode``,
 ``lane_wait`` (with two frames in flight: waiting for the CPU before the network, ``mgcda_core.runtime.lanes``),
-``model`` (resize to the network size and the network), ``in_order`` (waiting for an earlier frame still being worked on to publish first,
-``mgcda_ros.in_order``), ``score_resize`` (score back to camera size and
-calibration), ``threshold`` (mono8 mask into its message), ``publish_mask``, ``publish_score``, ``overlay``,
+``model`` (resize to the network size and the network), ``in_order`` (waiting for an earlier frame still being
+worked on to publish first, ``mgcda_ros.in_order``), ``score_resize`` (score back to camera size and calibration),
+``threshold`` (mono8 mask into its message), ``publish_mask``, ``publish_score``, ``overlay``,
 ``publish_overlay``; the last three only when someone subscribes. The debug line also carries ``received_at``, the
 callback's monotonic time in seconds (a system-wide clock), so that the benchmark can split camera -> node,
 node and node -> subscriber times.
@@ -20,8 +20,8 @@ import time
 
 from mgcda_ros.stats import RollingPercentiles
 
-STEPS = ("queue", "decode", "lane_wait", "model", "in_order", "score_resize", "threshold", "publish_mask", "publish_score", "overlay",
-         "publish_overlay")
+STEPS = ("queue", "decode", "lane_wait", "model", "in_order", "score_resize", "threshold", "publish_mask",
+         "publish_score", "overlay", "publish_overlay")
 #: the debug line's prefix; the benchmark parses ``timing <frame_id> <step>=<ms> ...``
 LOG_PREFIX = "timing"
 _LOG_PATTERN = re.compile(rf"{LOG_PREFIX} (\S+) ((?:\w+=[0-9.]+ ?)+)")
